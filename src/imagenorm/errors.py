@@ -1,0 +1,37 @@
+"""One exception family: the CLI turns each into one line and exit status 1."""
+
+from __future__ import annotations
+
+import os
+
+
+class ImagenormError(Exception):
+    """Base class of every error imagenorm raises on purpose."""
+
+
+class ReadError(ImagenormError):
+    """A file could not be read as an image; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{display_path(self.path)}: {reason}")
+
+    def __reduce__(self):  # keeps path and reason across process boundaries
+        return (type(self), (self.path, self.reason))
+
+
+class EmptyDatasetError(ImagenormError):
+    """No image was found, or every image was skipped."""
+
+
+class StatsFileError(ImagenormError):
+    """A stats file is missing, malformed or of another schema."""
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as printable text, with bytes that are not UTF-8 escaped (never raises)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -1,0 +1,43 @@
+"""PGM/PPM/PNM (8- and 16-bit, any maxval) and 16-bit colour PNG through OpenCV."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ReadError
+from . import GRAY, DecodedImage, channels_for, check_pixel_limit
+
+EXTENSIONS = (".pgm", ".ppm", ".pnm", ".pbm")
+
+
+def read(path: str, max_pixels: int | None) -> DecodedImage:
+    """Decode a Netpbm file with its raw sample values."""
+    from PIL import Image
+
+    with Image.open(path) as image:  # header only: the size, for the pixel limit
+        width, height = image.size
+    check_pixel_limit(path, width * height, max_pixels)
+    return read_with_opencv(path)
+
+
+def read_with_opencv(path: str) -> DecodedImage:
+    """Decode with ``cv2.IMREAD_UNCHANGED`` (keeps 16 bits) and reorder BGR to RGB."""
+    cv2 = _opencv()
+    data = np.fromfile(path, dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ReadError(path, "cannot decode: truncated or corrupt file")
+    if decoded.ndim == 2:
+        return DecodedImage(pixels=decoded[None], channels=GRAY)
+    count = decoded.shape[-1]
+    if count in (3, 4):  # OpenCV gives BGR(A)
+        order = [2, 1, 0] + ([3] if count == 4 else [])
+        decoded = decoded[..., order]
+    return DecodedImage(pixels=np.moveaxis(decoded, -1, 0), channels=channels_for(count))
+
+
+def _opencv():
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2

@@ -1,0 +1,50 @@
+"""``.npy`` arrays, memory-mapped and never unpickled.
+
+Layout: 2-D is one gray image; 3-D is channel-last when the last axis has 1, 3 or 4
+entries, channel-first when the first has, else a one-channel volume; 4-D is
+``(C, D, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ReadError
+from . import DecodedImage, GRAY, channels_for, check_pixel_limit
+
+EXTENSIONS = (".npy",)
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+def read(path: str, max_pixels: int | None) -> DecodedImage:
+    """Load an ``.npy`` file of integer or float samples."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise ReadError(path, f"cannot decode: {error}") from None
+    if array.dtype.kind not in "uif" and array.dtype != np.bool_:
+        raise ReadError(path, f"unsupported array dtype {array.dtype} (expected integers or floats)")
+    pixels = to_channel_first(array, path)
+    check_pixel_limit(path, math.prod(pixels.shape[1:]), max_pixels)
+    pixels = np.asarray(pixels)  # read the mapped data now, inside the size limit
+    if pixels.dtype == np.bool_:
+        pixels = pixels.astype(np.uint8)
+    names = GRAY if pixels.shape[0] == 1 else channels_for(pixels.shape[0])
+    return DecodedImage(pixels=pixels, channels=names)
+
+
+def to_channel_first(array: np.ndarray, name: str = "array") -> np.ndarray:
+    """Apply the layout rule above; returns a view."""
+    if array.ndim == 2:
+        return array[None]
+    if array.ndim == 3:
+        if array.shape[-1] in _CHANNEL_COUNTS and array.shape[0] not in _CHANNEL_COUNTS:
+            return np.moveaxis(array, -1, 0)
+        if array.shape[0] in _CHANNEL_COUNTS:
+            return array
+        return array[None]
+    if array.ndim == 4:
+        return array
+    raise ReadError(name, f"expected a 2-D, 3-D or 4-D array, got shape {tuple(array.shape)}")

@@ -1,0 +1,104 @@
+"""Terminal output of the CLI: statistics tables and the progress bar (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .stats import PERCENTILES, DatasetStats, Summary
+from .stats.state import percentile_key
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(n)`` callback; a bar is drawn only on a terminal."""
+    if not enabled or not console.is_terminal:
+        yield lambda done: None
+        return
+    columns = (TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=None)
+        yield lambda done: progress.advance(task, done)
+
+
+def _format(value: float, scale: float = 1.0) -> str:
+    if scale != 1.0:
+        return f"{value / scale:.4f}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _rows(stats: DatasetStats) -> list[tuple[str, Summary]]:
+    rows = list(zip(stats.channel_names, stats.channels))
+    return rows + [("pooled", stats.pooled)] if len(rows) > 1 else rows
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in columns:
+        table.add_column(name, justify="left" if name == "channel" else "right", no_wrap=True)
+    return table
+
+
+def moments_table(stats: DatasetStats) -> Table:
+    """count, mean, std, min, max per channel (and pooled), raw units."""
+    table = _table(f"raw units, {stats.dtype}", ["channel", "count", "mean", "std", "min", "max"])
+    for name, s in _rows(stats):
+        table.add_row(name, f"{s.count:,}", *(_format(v) for v in (s.mean, s.std, s.min, s.max)))
+    return table
+
+
+def percentiles_table(stats: DatasetStats) -> Table:
+    """The stats file's percentiles per channel (and pooled), raw units."""
+    table = _table("percentiles, raw units", ["channel"] + [f"p{percentile_key(q)}" for q in PERCENTILES])
+    for name, s in _rows(stats):
+        table.add_row(name, *(_format(s.percentiles.get(percentile_key(q), float("nan"))) for q in PERCENTILES))
+    return table
+
+
+SCALED_PERCENTILES = (0.5, 50.0, 99.5)
+
+
+def scaled_table(stats: DatasetStats) -> Table:
+    """Mean, std, range and key percentiles in the [0, 1] scale torchvision users expect."""
+    scale = stats.value_scale
+    columns = ["channel", "mean", "std", "min", "max"] + [f"p{percentile_key(q)}" for q in SCALED_PERCENTILES]
+    table = _table(f"[0, 1] scale (raw / {scale:g})", columns)
+    for name, s in _rows(stats):
+        values = [s.mean, s.std, s.min, s.max] + [s.percentiles.get(percentile_key(q), float("nan")) for q in SCALED_PERCENTILES]
+        table.add_row(name, *(_format(v, scale) for v in values))
+    return table
+
+
+def print_stats(console: Console, stats: DatasetStats) -> None:
+    """The tables, the torchvision line and the summary of what was measured."""
+    console.print(moments_table(stats))
+    console.print(percentiles_table(stats))
+    if stats.value_scale != 1.0:
+        console.print(scaled_table(stats))
+    console.print(escape(stats.normalize_line()), soft_wrap=True)
+    for line in summary_lines(stats):
+        console.print(escape(line), soft_wrap=True)
+
+
+def summary_lines(stats: DatasetStats) -> list[str]:
+    lines = [f"{stats.files} image(s) measured, {stats.dtype}, channels: {', '.join(stats.channel_names)}"]
+    if stats.ignored:
+        lines.append(f"{stats.ignored} file(s) that are not images were ignored")
+    if stats.alpha == "kept" or stats.palette_expanded:
+        lines.append(f"alpha: {stats.alpha}; palette images expanded: {'yes' if stats.palette_expanded else 'no'}")
+    if any(stats.nonfinite):
+        lines.append(f"non-finite values left out: {', '.join(map(str, stats.nonfinite))} (per channel)")
+    if not stats.exact:
+        lines.append(f"percentiles: {stats.percentile_method}")
+    if stats.skipped:
+        lines.append(f"{len(stats.skipped)} file(s) skipped:")
+        lines += [f"  {entry['path']}: {entry['reason']}" for entry in stats.skipped]
+    return lines

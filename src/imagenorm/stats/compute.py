@@ -1,0 +1,95 @@
+"""compute_stats: the one entry point for measuring a dataset."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .. import __version__
+from ..errors import EmptyDatasetError
+from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
+from . import accumulate
+from .accumulate import Job, NonFinitePolicy, OnError
+from .items import as_item_source
+from .result import DatasetStats, float_percentiles_from
+from .state import FloatMoments
+
+
+def compute_stats(
+    source: Any,
+    *,
+    workers: int = 0,
+    on_error: OnError = "fail",
+    nonfinite: NonFinitePolicy = "fail",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    alpha: str = "drop",
+    convert: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DatasetStats:
+    """Measure per-channel and pooled statistics of every pixel of ``source``.
+
+    Args:
+        source: a folder, glob, image file, ``.txt`` list of paths, list of paths,
+            map-style Dataset (items: tensor, array, PIL image, or ``(image, label)``),
+            a tensor (``(B, C, H, W)`` or one image), or a numpy array.
+        workers: processes that decode and reduce (0: this process only).
+        on_error: ``"fail"`` raises at the first bad image; ``"skip"`` records it in
+            ``DatasetStats.skipped`` and goes on.
+        nonfinite: ``"fail"`` treats NaN/Inf in float images as bad input;
+            ``"ignore"`` leaves them out of every statistic and counts them.
+        max_pixels: images with more pixels are refused before decoding (None: no limit).
+        alpha: ``"drop"`` or ``"keep"`` an alpha channel.
+        convert: ``"gray"`` or ``"rgb"`` to bring every image to one channel layout.
+        progress: called with the number of items done after each chunk.
+
+    Returns:
+        The dataset's statistics. Integer data are exact; float data use float64
+        moments (Chan's merge) and percentiles from a second pass (see
+        ``DatasetStats.percentile_method``).
+
+    Raises:
+        ReadError: a bad image under ``on_error="fail"``, naming it and why.
+        EmptyDatasetError: no images, or none readable.
+
+    Example:
+        >>> import torch, imagenorm
+        >>> batch = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
+        >>> stats = imagenorm.compute_stats(batch)
+        >>> stats.files, stats.pooled.count, stats.pooled.max
+        (2, 96, 95.0)
+    """
+    items, ignored = as_item_source(source)
+    if len(items) == 0:
+        raise EmptyDatasetError("the dataset is empty")
+    options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert)
+    layout, first_name = accumulate.probe_layout(items, options, on_error)
+    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite)
+    accumulate.prepare(job)
+    first_pass = accumulate.run(job, workers, progress)
+    if first_pass.files == 0:
+        raise EmptyDatasetError(f"all {len(items)} images were skipped; the first: {first_pass.skipped[0][1]}: {first_pass.skipped[0][2]}")
+    if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
+        raise EmptyDatasetError("a channel has no finite value at all")
+    dtype, channel_names = layout
+    float_percentiles = percentile_error = None
+    if isinstance(first_pass.state, FloatMoments):
+        second_pass = accumulate.run(accumulate.percentile_job(job, first_pass), workers)
+        float_percentiles, percentile_error = float_percentiles_from(second_pass.state)
+    return DatasetStats(
+        dtype=dtype,
+        channel_names=channel_names,
+        state=first_pass.state,
+        files=first_pass.files,
+        skipped=[{"path": name, "reason": reason} for _, name, reason in sorted(first_pass.skipped)],
+        ignored=ignored,
+        alpha=_alpha_record(options.alpha, channel_names),
+        palette_expanded=first_pass.palette,
+        float_percentiles=float_percentiles,
+        percentile_error=percentile_error,
+        created_by=f"imagenorm {__version__}",
+    )
+
+
+def _alpha_record(policy: str, channel_names: tuple[str, ...]) -> str:
+    if "alpha" in channel_names:
+        return "kept"
+    return "dropped where present" if policy == "drop" else "none present"

@@ -1,0 +1,167 @@
+"""DatasetStats: the measured statistics of a dataset, mergeable and saveable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImagenormError
+from .state import (
+    FLOAT_BINS,
+    FloatHistogram,
+    FloatMoments,
+    IntegerHistogram,
+    Summary,
+    summarize_moments,
+)
+
+
+def value_scale_of(dtype: str) -> float:
+    """The dtype's maximum for integers (255, 65535, ...), 1 for floats."""
+    kind = np.dtype(dtype)
+    return float(np.iinfo(kind).max) if kind.kind in "ui" else 1.0
+
+
+@dataclass
+class DatasetStats:
+    """Per-channel and pooled statistics of a dataset, in raw pixel units.
+
+    Integer data keep their exact histograms (``state``), so two DatasetStats of
+    disjoint parts merge exactly; float data keep float64 moments.
+
+    Example:
+        >>> import numpy as np, imagenorm
+        >>> stats = imagenorm.compute_stats(np.arange(12, dtype=np.uint8).reshape(3, 2, 2))
+        >>> stats.channel_names, [round(s.mean, 2) for s in stats.channels]
+        (('red', 'green', 'blue'), [1.5, 5.5, 9.5])
+        >>> stats.value_scale
+        255.0
+    """
+
+    dtype: str
+    channel_names: tuple[str, ...]
+    state: IntegerHistogram | FloatMoments
+    files: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    alpha: str = "none"
+    palette_expanded: bool = False
+    float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
+    percentile_error: list[float] | None = None
+    created_by: str = ""
+
+    # --- derived numbers -------------------------------------------------------
+    @property
+    def exact(self) -> bool:
+        """True for integer data: every number comes from exact histograms."""
+        return isinstance(self.state, IntegerHistogram)
+
+    @property
+    def value_scale(self) -> float:
+        return value_scale_of(self.dtype)
+
+    @cached_property
+    def channels(self) -> list[Summary]:
+        return [self._summary(c) for c in range(len(self.channel_names))]
+
+    @cached_property
+    def pooled(self) -> Summary:
+        return self._summary(None)
+
+    def _summary(self, channel: int | None) -> Summary:
+        if isinstance(self.state, IntegerHistogram):
+            return self.state.summary(channel)
+        moments = self.state.pooled() if channel is None else self.state.select(channel)
+        summary = summarize_moments(moments, None, 0)
+        row = len(self.channel_names) if channel is None else channel
+        if self.float_percentiles is not None:
+            summary = Summary(**{**summary.__dict__, "percentiles": dict(self.float_percentiles[row])})
+        return summary
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(s.mean for s in self.channels)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(s.std for s in self.channels)
+
+    @property
+    def nonfinite(self) -> list[int]:
+        """Non-finite values left out, per channel (always 0 for integer data)."""
+        if isinstance(self.state, FloatMoments):
+            return [int(v) for v in self.state.nonfinite]
+        return [0] * len(self.channel_names)
+
+    @property
+    def percentile_method(self) -> str:
+        if self.exact:
+            return "exact: numpy.percentile (linear) over every pixel, from exact histograms"
+        if self.float_percentiles is None:
+            return "unavailable: percentiles of float data do not merge; recompute over the whole dataset"
+        return f"histogram of {FLOAT_BINS} bins between min and max (second pass); error at most one bin width"
+
+    def normalize_line(self, digits: int = 4) -> str:
+        """A paste-ready torchvision ``Normalize`` in the [0, 1] scale."""
+        scale = self.value_scale
+        mean = ", ".join(f"{m / scale:.{digits}f}" for m in self.mean)
+        std = ", ".join(f"{s / scale:.{digits}f}" for s in self.std)
+        return f"transforms.Normalize(mean=[{mean}], std=[{std}])"
+
+    # --- merging ---------------------------------------------------------------
+    def merge(self, other: "DatasetStats") -> "DatasetStats":
+        """Statistics of both datasets together (exact for integer data).
+
+        Raises:
+            ImagenormError: the two were measured on different dtypes or channels.
+        """
+        if (self.dtype, self.channel_names) != (other.dtype, other.channel_names):
+            raise ImagenormError(
+                f"cannot merge statistics of {self.dtype} {list(self.channel_names)} "
+                f"with {other.dtype} {list(other.channel_names)}"
+            )
+        return DatasetStats(
+            dtype=self.dtype,
+            channel_names=self.channel_names,
+            state=self.state.merge(other.state),
+            files=self.files + other.files,
+            skipped=self.skipped + other.skipped,
+            ignored=self.ignored + other.ignored,
+            alpha=self.alpha,
+            palette_expanded=self.palette_expanded or other.palette_expanded,
+            float_percentiles=None,
+            percentile_error=None,
+            created_by=self.created_by,
+        )
+
+    # --- files -----------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the stats file atomically (temporary file, then rename)."""
+        from ..statsfile import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> "DatasetStats":
+        """Read and validate a stats file (JSON; nothing is executed)."""
+        from ..statsfile import load
+
+        return load(path)
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..statsfile import to_dict
+
+        return to_dict(self)
+
+
+def float_percentiles_from(histogram: FloatHistogram) -> tuple[list[dict[str, float]], list[float]]:
+    rows = range(histogram.low.size)
+    return [histogram.percentiles(r) for r in rows], [histogram.bin_width(r) for r in rows]
+
+
+def is_finite_number(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,321 @@
+"""Mergeable statistics state: what a worker, a file or a rank hands on.
+
+Two kinds of state, each with one declared reduction per field, so that merging
+the states of any split of the data gives the state of the whole:
+
+- :class:`IntegerHistogram` (8- and 16-bit integers, signed or not): exact counts per
+  value and channel; reduction: sum. Mean, std, min, max and percentiles derived from
+  it are exact and independent of worker count and order.
+- :class:`FloatMoments` (floats and wider integers): count (sum), mean and M2 (Chan et
+  al.'s parallel merge, float64), min (min), max (max), non-finite count (sum).
+  :class:`FloatHistogram` is the second pass that gives their percentiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+import math
+
+import numpy as np
+
+from ..errors import ImagenormError
+from . import kernels
+
+#: Percentiles every stats file reports, as numpy.percentile's ``q``.
+PERCENTILES = (0.5, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.5)
+
+#: Dtypes counted exactly, value by value.
+HISTOGRAM_DTYPES = ("uint8", "int8", "uint16", "int16")
+
+#: Bins of the float percentile histogram (error at most one bin width).
+FLOAT_BINS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Count, mean, population std, min, max and percentiles of one channel (or pooled)."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    percentiles: dict[str, float]
+
+
+def percentile_key(q: float) -> str:
+    """``0.5 -> "0.5"``, ``1.0 -> "1"``: the stats file's percentile keys."""
+    return f"{q:g}"
+
+
+def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PERCENTILES) -> dict[str, float]:
+    """``numpy.percentile(data, q)`` (method "linear") of data given as sorted values with counts.
+
+    Replicates numpy's float64 arithmetic step by step, so the result is identical.
+    """
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+
+    def value_at(rank: int) -> float:
+        return float(values[np.searchsorted(cumulative, rank, side="right")])
+
+    result = {}
+    for q in qs:
+        virtual = (total - 1) * (np.float64(q) / 100)
+        below = math.floor(virtual)
+        if virtual >= total - 1:
+            below = total - 1
+        gamma = float(virtual - below)
+        a = value_at(below)
+        b = value_at(min(below + 1, total - 1))
+        difference = b - a
+        value = b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma
+        result[percentile_key(q)] = float(value)
+    return result
+
+
+@dataclass
+class IntegerHistogram:
+    """Exact per-channel value counts of 8- or 16-bit integer pixels.
+
+    Example:
+        >>> import numpy as np
+        >>> state = IntegerHistogram.empty("uint8", channels=1)
+        >>> state.update(np.array([[[0, 10], [20, 30]]], np.uint8))
+        >>> state.summary(0).mean, state.summary(0).percentiles["50"]
+        (15.0, 15.0)
+    """
+
+    dtype: str
+    counts: np.ndarray  # (C, 2**bits) int64; bin b counts the value b + offset
+
+    @classmethod
+    def empty(cls, dtype: str, channels: int) -> "IntegerHistogram":
+        bits = np.dtype(dtype).itemsize * 8
+        return cls(dtype=dtype, counts=np.zeros((channels, 1 << bits), np.int64))
+
+    @property
+    def offset(self) -> int:
+        return int(np.iinfo(np.dtype(self.dtype)).min)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.arange(self.counts.shape[1], dtype=np.int64) + self.offset
+
+    def update(self, pixels: np.ndarray) -> None:
+        """Count the samples of channel-first ``pixels`` ``(C, ...)``."""
+        banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
+        kernels.count_values(pixels, self.offset, banks)
+        self.counts += banks.sum(axis=0)
+
+    def merge(self, other: "IntegerHistogram") -> "IntegerHistogram":
+        return IntegerHistogram(self.dtype, self.counts + other.counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def summary(self, channel: int | None) -> Summary:
+        """Statistics of one channel, or of all channels pooled (``channel=None``)."""
+        counts = self.counts.sum(axis=0) if channel is None else self.counts[channel]
+        return summarize_counts(self.values, counts)
+
+
+def summarize_counts(values: np.ndarray, counts: np.ndarray) -> Summary:
+    """Exact statistics of integer data given as a histogram (Python integers inside)."""
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        raise ImagenormError("no pixel was counted")
+    values, counts = values[present], counts[present]
+    n = int(counts.sum())
+    total = sum(int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+    squares = sum(int(v) * int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+    variance = Fraction(n * squares - total * total, n * n)
+    return Summary(
+        count=n,
+        mean=float(Fraction(total, n)),
+        std=exact_sqrt(variance),
+        min=float(values[0]),
+        max=float(values[-1]),
+        percentiles=linear_percentiles_from_counts(values, counts),
+    )
+
+
+def exact_sqrt(value: Fraction) -> float:
+    """sqrt of a non-negative rational, correctly rounded to float64 in all but ties."""
+    if value == 0:
+        return 0.0
+    scale = 1 << 128
+    root = math.isqrt(value.numerator * scale * scale // value.denominator)
+    return float(Fraction(root, scale))
+
+
+@dataclass
+class FloatMoments:
+    """Per-channel count, mean, M2, min, max (float64) and non-finite count.
+
+    Example:
+        >>> import numpy as np
+        >>> a, b = FloatMoments.empty(1), FloatMoments.empty(1)
+        >>> a.update(np.array([[1.0, 2.0]])); b.update(np.array([[3.0, 4.0]]))
+        >>> merged = a.merge(b)
+        >>> float(merged.mean[0]), float(merged.m2[0] / merged.count[0])
+        (2.5, 1.25)
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    nonfinite: np.ndarray
+
+    @classmethod
+    def empty(cls, channels: int) -> "FloatMoments":
+        zeros = np.zeros(channels, np.float64)
+        return cls(
+            count=np.zeros(channels, np.int64),
+            mean=zeros.copy(),
+            m2=zeros.copy(),
+            minimum=np.full(channels, np.inf),
+            maximum=np.full(channels, -np.inf),
+            nonfinite=np.zeros(channels, np.int64),
+        )
+
+    def update(self, pixels: np.ndarray) -> None:
+        """Add channel-first ``pixels``; non-finite values are counted, not used."""
+        flat = pixels.reshape(pixels.shape[0], -1)
+        batch = FloatMoments.empty(flat.shape[0])
+        for channel, samples in enumerate(flat):
+            samples = samples.astype(np.float64, copy=False)
+            finite = np.isfinite(samples)
+            if not finite.all():
+                batch.nonfinite[channel] = samples.size - int(finite.sum())
+                samples = samples[finite]
+            if samples.size:
+                mean = samples.mean()
+                batch.count[channel] = samples.size
+                batch.mean[channel] = mean
+                batch.m2[channel] = np.square(samples - mean).sum()
+                batch.minimum[channel] = samples.min()
+                batch.maximum[channel] = samples.max()
+        merged = self.merge(batch)
+        self.__dict__.update(merged.__dict__)
+
+    def merge(self, other: "FloatMoments") -> "FloatMoments":
+        """Chan et al.'s parallel combination of two states."""
+        count = self.count + other.count
+        safe = np.maximum(count, 1)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / safe)
+        m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / safe)
+        return FloatMoments(
+            count=count,
+            mean=np.where(count > 0, mean, 0.0),
+            m2=np.where(count > 0, m2, 0.0),
+            minimum=np.minimum(self.minimum, other.minimum),
+            maximum=np.maximum(self.maximum, other.maximum),
+            nonfinite=self.nonfinite + other.nonfinite,
+        )
+
+    def pooled(self) -> "FloatMoments":
+        """All channels merged into one."""
+        result = FloatMoments.empty(1)
+        for channel in range(self.count.size):
+            result = result.merge(self.select(channel))
+        return result
+
+    def select(self, channel: int) -> "FloatMoments":
+        pick = slice(channel, channel + 1)
+        return FloatMoments(*(getattr(self, name)[pick] for name in ("count", "mean", "m2", "minimum", "maximum", "nonfinite")))
+
+    @property
+    def total(self) -> int:
+        return int(self.count.sum())
+
+
+@dataclass
+class FloatHistogram:
+    """Second pass for float percentiles: counts in ``FLOAT_BINS`` equal bins from low to high.
+
+    Row ``c`` holds channel ``c``; the last row the pooled data (its own range).
+    A percentile is located in its bin and interpolated by rank inside it; its error
+    is at most one bin width, ``(high - low) / FLOAT_BINS``.
+    """
+
+    low: np.ndarray  # (C + 1,)
+    high: np.ndarray
+    counts: np.ndarray = field(default=None)  # (C + 1, FLOAT_BINS) int64
+
+    def __post_init__(self) -> None:
+        if self.counts is None:
+            self.counts = np.zeros((self.low.size, FLOAT_BINS), np.int64)
+
+    @classmethod
+    def for_moments(cls, moments: FloatMoments) -> "FloatHistogram":
+        pooled = moments.pooled()
+        return cls(np.append(moments.minimum, pooled.minimum), np.append(moments.maximum, pooled.maximum))
+
+    def bin_width(self, row: int) -> float:
+        return float(self.high[row] - self.low[row]) / FLOAT_BINS
+
+    def update(self, pixels: np.ndarray) -> None:
+        flat = pixels.reshape(pixels.shape[0], -1)
+        pooled_row = self.low.size - 1
+        for channel, samples in enumerate(flat):
+            samples = samples.astype(np.float64, copy=False)
+            samples = samples[np.isfinite(samples)]
+            for row in (channel, pooled_row):
+                self.counts[row] += self._bin(samples, row)
+
+    def _bin(self, samples: np.ndarray, row: int) -> np.ndarray:
+        width = self.high[row] - self.low[row]
+        if width <= 0:
+            index = np.zeros(samples.size, np.int64)
+        else:
+            index = ((samples - self.low[row]) * (FLOAT_BINS / width)).astype(np.int64)
+            np.clip(index, 0, FLOAT_BINS - 1, out=index)
+        return np.bincount(index, minlength=FLOAT_BINS)
+
+    def merge(self, other: "FloatHistogram") -> "FloatHistogram":
+        return FloatHistogram(self.low, self.high, self.counts + other.counts)
+
+    def percentiles(self, row: int, qs=PERCENTILES) -> dict[str, float]:
+        """Percentiles (numpy's "linear" definition) located to within one bin width."""
+        counts = self.counts[row]
+        cumulative = np.cumsum(counts)
+        total = int(cumulative[-1])
+        width = self.bin_width(row)
+
+        def value_at(rank: int) -> float:
+            index = int(np.searchsorted(cumulative, rank, side="right"))
+            before = int(cumulative[index - 1]) if index else 0
+            inside = (rank - before + 0.5) / counts[index]
+            return float(self.low[row] + (index + inside) * width)
+
+        result = {}
+        for q in qs:
+            virtual = (total - 1) * (q / 100)
+            below = min(math.floor(virtual), total - 1)
+            gamma = virtual - below
+            a, b = value_at(below), value_at(min(below + 1, total - 1))
+            value = a + (b - a) * gamma
+            result[percentile_key(q)] = float(min(max(value, self.low[row]), self.high[row]))
+        return result
+
+
+def summarize_moments(moments: FloatMoments, histogram: FloatHistogram | None, row: int) -> Summary:
+    """Summary of one channel (or the pooled row) of float state."""
+    n = int(moments.count[0])
+    if n == 0:
+        raise ImagenormError("no finite pixel was counted")
+    percentiles = histogram.percentiles(row) if histogram is not None else {}
+    return Summary(
+        count=n,
+        mean=float(moments.mean[0]),
+        std=math.sqrt(float(moments.m2[0]) / n),
+        min=float(moments.minimum[0]),
+        max=float(moments.maximum[0]),
+        percentiles=percentiles,
+    )

@@ -1,0 +1,203 @@
+"""The stats file: ``DatasetStats`` to and from versioned JSON, written atomically.
+
+Schema ``imagenorm.stats/1`` (see DESIGN.md). Loading validates every field it uses
+and names what is wrong; nothing in the file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from .errors import StatsFileError, display_path
+from .stats.result import DatasetStats
+from .stats.state import HISTOGRAM_DTYPES, PERCENTILES, FloatMoments, IntegerHistogram, Summary, percentile_key
+
+SCHEMA = "imagenorm.stats/1"
+
+
+def to_dict(stats: DatasetStats) -> dict[str, Any]:
+    """The JSON-ready form of ``stats``."""
+    channels = []
+    for index, (name, summary) in enumerate(zip(stats.channel_names, stats.channels)):
+        entry = {"name": name, **_summary_dict(summary), "nonfinite": stats.nonfinite[index]}
+        if isinstance(stats.state, IntegerHistogram):
+            entry["histogram"] = _histogram_dict(stats.state, index)
+        channels.append(entry)
+    document = {
+        "schema": SCHEMA,
+        "created_by": stats.created_by,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dtype": stats.dtype,
+        "value_scale": _number(stats.value_scale),
+        "significant_bits": None,
+        "exact": stats.exact,
+        "files": stats.files,
+        "ignored_non_images": stats.ignored,
+        "skipped": stats.skipped,
+        "channel_names": list(stats.channel_names),
+        "alpha": stats.alpha,
+        "palette_expanded": stats.palette_expanded,
+        "percentile_method": stats.percentile_method,
+        "channels": channels,
+        "pooled": {**_summary_dict(stats.pooled), "nonfinite": sum(stats.nonfinite)},
+    }
+    if stats.percentile_error is not None:
+        document["percentile_max_error"] = {
+            "channels": stats.percentile_error[:-1],
+            "pooled": stats.percentile_error[-1],
+        }
+    return document
+
+
+def _summary_dict(summary: Summary) -> dict[str, Any]:
+    return {
+        "count": summary.count,
+        "mean": summary.mean,
+        "std": summary.std,
+        "min": _number(summary.min),
+        "max": _number(summary.max),
+        "percentiles": {key: _number(value) for key, value in summary.percentiles.items()},
+    }
+
+
+def _number(value: float) -> int | float:
+    """Integral values as JSON integers (255, not 255.0)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _histogram_dict(state: IntegerHistogram, channel: int) -> dict[str, Any]:
+    """Counts from the channel's min to its max (zeros outside are left out)."""
+    counts = state.counts[channel]
+    present = np.flatnonzero(counts)
+    first, last = int(present[0]), int(present[-1])
+    return {"first_value": first + state.offset, "counts": counts[first : last + 1].tolist()}
+
+
+def save(stats: DatasetStats, path: str | os.PathLike) -> None:
+    """Write ``stats`` to ``path`` atomically: a failed write leaves the old file intact."""
+    path = os.fspath(path)
+    text = json.dumps(to_dict(stats), indent=1, allow_nan=False) + "\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".imagenorm-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load(path: str | os.PathLike) -> DatasetStats:
+    """Read and validate a stats file.
+
+    Raises:
+        StatsFileError: missing, not JSON, another schema, or a field is wrong.
+    """
+    name = display_path(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = json.load(file)
+    except FileNotFoundError:
+        raise StatsFileError(f"{name}: no such stats file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StatsFileError(f"{name}: not a valid JSON stats file ({error})") from None
+    try:
+        return from_dict(document)
+    except StatsFileError as error:
+        raise StatsFileError(f"{name}: {error}") from None
+
+
+def from_dict(document: Any) -> DatasetStats:
+    """Rebuild DatasetStats from the JSON form, validating it."""
+    if not isinstance(document, dict):
+        raise StatsFileError("expected a JSON object")
+    if document.get("schema") != SCHEMA:
+        raise StatsFileError(f"schema is {document.get('schema')!r}, expected {SCHEMA!r}")
+    dtype = _field(document, "dtype", str)
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise StatsFileError(f"dtype {dtype!r} is not a numpy dtype") from None
+    names = tuple(_field(document, "channel_names", list))
+    channels = _field(document, "channels", list)
+    if len(channels) != len(names) or not channels:
+        raise StatsFileError(f"'channels' has {len(channels)} entries for {len(names)} channel names")
+    for index, entry in enumerate(channels):
+        _check_summary(entry, f"channels[{index}]")
+    _check_summary(_field(document, "pooled", dict), "pooled")
+    if dtype in HISTOGRAM_DTYPES:
+        state = IntegerHistogram.empty(dtype, len(names))
+        for index, entry in enumerate(channels):
+            _fill_histogram(state, index, _field(entry, "histogram", dict, f"channels[{index}]"))
+        float_percentiles = None
+    else:
+        state = _moments_from(channels)
+        float_percentiles = [dict(c["percentiles"]) for c in channels] + [dict(document["pooled"]["percentiles"])]
+    errors = document.get("percentile_max_error")
+    return DatasetStats(
+        dtype=dtype,
+        channel_names=names,
+        state=state,
+        files=_field(document, "files", int),
+        skipped=list(_field(document, "skipped", list)),
+        ignored=int(document.get("ignored_non_images", 0)),
+        alpha=str(document.get("alpha", "none")),
+        palette_expanded=bool(document.get("palette_expanded", False)),
+        float_percentiles=float_percentiles,
+        percentile_error=None if errors is None else [*errors["channels"], errors["pooled"]],
+        created_by=str(document.get("created_by", "")),
+    )
+
+
+def _field(mapping: dict, key: str, kind: type, where: str = ""):
+    label = f"{where}.{key}" if where else key
+    if key not in mapping:
+        raise StatsFileError(f"missing field '{label}'")
+    value = mapping[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise StatsFileError(f"field '{label}' should be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_summary(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise StatsFileError(f"'{where}' should be an object")
+    _field(entry, "count", int, where)
+    for key in ("mean", "std", "min", "max"):
+        _field(entry, key, (int, float), where)
+    percentiles = _field(entry, "percentiles", dict, where)
+    missing = [percentile_key(q) for q in PERCENTILES if percentile_key(q) not in percentiles]
+    if missing and percentiles:
+        raise StatsFileError(f"'{where}.percentiles' lacks {missing}")
+
+
+def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> None:
+    first = _field(histogram, "first_value", int, f"channels[{channel}].histogram")
+    counts = np.asarray(_field(histogram, "counts", list, f"channels[{channel}].histogram"), dtype=np.int64)
+    start = first - state.offset
+    if start < 0 or start + counts.size > state.counts.shape[1] or (counts < 0).any():
+        raise StatsFileError(f"channels[{channel}].histogram does not fit dtype {state.dtype}")
+    state.counts[channel, start : start + counts.size] = counts
+
+
+def _moments_from(channels: list[dict]) -> FloatMoments:
+    count = np.array([c["count"] for c in channels], np.int64)
+    std = np.array([c["std"] for c in channels], np.float64)
+    return FloatMoments(
+        count=count,
+        mean=np.array([c["mean"] for c in channels], np.float64),
+        m2=std * std * count,
+        minimum=np.array([c["min"] for c in channels], np.float64),
+        maximum=np.array([c["max"] for c in channels], np.float64),
+        nonfinite=np.array([c.get("nonfinite", 0) for c in channels], np.int64),
+    )
