@@ -159,13 +159,15 @@ def from_dict(document: Any) -> DatasetStats:
     )
 
 
-def _field(mapping: dict, key: str, kind: type, where: str = ""):
+def _field(mapping: dict, key: str, kind: type | tuple[type, ...], where: str = ""):
     label = f"{where}.{key}" if where else key
     if key not in mapping:
         raise StatsFileError(f"missing field '{label}'")
     value = mapping[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise StatsFileError(f"field '{label}' should be {kind.__name__}, got {type(value).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise StatsFileError(f"field '{label}' should be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -187,7 +189,7 @@ def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> N
     start = first - state.offset
     if start < 0 or start + counts.size > state.counts.shape[1] or (counts < 0).any():
         raise StatsFileError(f"channels[{channel}].histogram does not fit dtype {state.dtype}")
-    state.counts[channel, start : start + counts.size] = counts
+    state.counts[channel, start : start + counts.size] = counts  # an empty state: no pending banks
 
 
 def _moments_from(channels: list[dict]) -> FloatMoments:

@@ -102,6 +102,8 @@ def describe_decoder_error(error: Exception) -> str:
         return "permission denied"
     if isinstance(error, IsADirectoryError):
         return "is a folder, not a file"
+    if type(error).__name__ == "UnidentifiedImageError":
+        return "cannot decode: not an image, or an unknown or corrupt format"
     return f"cannot decode: {text}"
 
 

@@ -75,7 +75,6 @@ def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PE
     return result
 
 
-@dataclass
 class IntegerHistogram:
     """Exact per-channel value counts of 8- or 16-bit integer pixels.
 
@@ -87,13 +86,23 @@ class IntegerHistogram:
         (15.0, 15.0)
     """
 
-    dtype: str
-    counts: np.ndarray  # (C, 2**bits) int64; bin b counts the value b + offset
+    def __init__(self, dtype: str, counts: np.ndarray) -> None:
+        self.dtype = dtype
+        self._counts = counts  # (C, 2**bits) int64; bin b counts the value b + offset
+        self._banks: np.ndarray | None = None  # the kernel's working banks, not yet added
 
     @classmethod
     def empty(cls, dtype: str, channels: int) -> "IntegerHistogram":
         bits = np.dtype(dtype).itemsize * 8
-        return cls(dtype=dtype, counts=np.zeros((channels, 1 << bits), np.int64))
+        return cls(dtype, np.zeros((channels, 1 << bits), np.int64))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(C, bins) counts; bin ``b`` counts the value ``b + offset``."""
+        if self._banks is not None:
+            self._counts += self._banks.sum(axis=0)
+            self._banks = None
+        return self._counts
 
     @property
     def offset(self) -> int:
@@ -101,13 +110,16 @@ class IntegerHistogram:
 
     @property
     def values(self) -> np.ndarray:
-        return np.arange(self.counts.shape[1], dtype=np.int64) + self.offset
+        return np.arange(self._counts.shape[1], dtype=np.int64) + self.offset
 
     def update(self, pixels: np.ndarray) -> None:
         """Count the samples of channel-first ``pixels`` ``(C, ...)``."""
-        banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
-        kernels.count_values(pixels, self.offset, banks)
-        self.counts += banks.sum(axis=0)
+        if self._banks is None:
+            self._banks = np.zeros((kernels.BANKS, *self._counts.shape), np.int64)
+        kernels.count_values(pixels, self.offset, self._banks)
+
+    def __getstate__(self) -> dict:
+        return {"dtype": self.dtype, "_counts": self.counts, "_banks": None}
 
     def merge(self, other: "IntegerHistogram") -> "IntegerHistogram":
         return IntegerHistogram(self.dtype, self.counts + other.counts)
