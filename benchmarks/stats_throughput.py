@@ -71,7 +71,7 @@ def dataloader_ships_pixels(paths: list[str]) -> None:
     loader = torch.utils.data.DataLoader(DecodedImages(paths), batch_size=None, num_workers=2)
     banks = np.zeros((kernels.BANKS, 3, 256), np.int64)
     for image in loader:
-        kernels.count_values(np.moveaxis(image.numpy(), -1, 0), 0, banks)
+        kernels.count_values(np.moveaxis(image.numpy(), -1, 0), banks)
 
 
 def peak_rss_mb(paths_file: str, workers: int) -> float:

@@ -84,7 +84,7 @@ class TestIntegerHistogram:
         else:
             pixels = np.moveaxis(hwc, -1, 0)[:, ::2, ::3]
         banks = np.zeros((kernels.BANKS, 3, 256), np.int64)
-        kernels.count_values(pixels, 0, banks)
+        kernels.count_values(pixels, banks)
         for channel in range(3):
             expected = np.bincount(pixels[channel].ravel(), minlength=256)
             np.testing.assert_array_equal(banks.sum(axis=0)[channel], expected)

@@ -100,7 +100,7 @@ class IntegerHistogram:
     def counts(self) -> np.ndarray:
         """(C, bins) counts; bin ``b`` counts the value ``b + offset``."""
         if self._banks is not None:
-            self._counts += self._banks.sum(axis=0)
+            self._counts += kernels.bins_to_values(self._banks.sum(axis=0), np.dtype(self.dtype))
             self._banks = None
         return self._counts
 
@@ -116,7 +116,7 @@ class IntegerHistogram:
         """Count the samples of channel-first ``pixels`` ``(C, ...)``."""
         if self._banks is None:
             self._banks = np.zeros((kernels.BANKS, *self._counts.shape), np.int64)
-        kernels.count_values(pixels, self.offset, self._banks)
+        kernels.count_values(pixels, self._banks)
 
     def __getstate__(self) -> dict:
         return {"dtype": self.dtype, "_counts": self.counts, "_banks": None}
