@@ -204,3 +204,11 @@ class TestSources:
         with pytest.raises(ReadError, match=r"gone\.png: no such file"):
             imagenorm.compute_stats(str(tmp_path / "list.txt"))
         assert imagenorm.compute_stats(str(tmp_path / "list.txt"), on_error="skip").files == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_progress_reports_every_item(tmp_path, rng, workers):
+    make_folder(tmp_path, rng, "uint8", 1, count=7)
+    done = []
+    imagenorm.compute_stats(tmp_path, workers=workers, progress=done.append)
+    assert sum(done) == 7 and all(n > 0 for n in done)

@@ -90,6 +90,13 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
 
 def summary_lines(stats: DatasetStats) -> list[str]:
     lines = [f"{stats.files} image(s) measured, {stats.dtype}, channels: {', '.join(stats.channel_names)}"]
+    if stats.significant_bits is not None:
+        full = 2 ** stats.significant_bits - 1
+        lines.append(
+            f"the files declare {stats.significant_bits} significant bits in {stats.dtype} containers: in the "
+            f"[0, 1] scale (raw / {stats.value_scale:g}) values reach only {full / stats.value_scale:.4f}; "
+            f"divide by {full} for a full [0, 1] range"
+        )
     if stats.ignored:
         lines.append(f"{stats.ignored} file(s) that are not images were ignored")
     if stats.alpha == "kept" or stats.palette_expanded:

@@ -44,20 +44,31 @@ def find_images(source: PathSource) -> FoundImages:
         EmptyDatasetError: no image was found.
     """
     found = FoundImages()
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
     for item in _as_list(source):
         for path, is_image in _expand(os.fspath(item)):
             if not is_image:
                 found.ignored += 1
                 continue
-            key = os.path.realpath(path)
-            if key not in seen:
+            key = _file_identity(path)
+            if key in seen:
+                continue
+            if key is not None:  # a missing file is kept, each time: its reader reports it
                 seen.add(key)
-                found.paths.append(path)
+            found.paths.append(path)
     if not found.paths:
         names = ", ".join(display_path(os.fspath(s)) for s in _as_list(source))
         raise EmptyDatasetError(f"no images found under {names}")
     return found
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode): the same file reached by two paths or links has one identity."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _as_list(source: PathSource) -> list:
@@ -96,7 +107,7 @@ def _walk(root: str) -> Iterable[tuple[str, bool]]:
         subfolders.sort()
         for name in sorted(files):
             path = os.path.join(folder, name)
-            yield path, is_image_path(path) and os.path.isfile(path)
+            yield path, is_image_path(path)
 
 
 def _read_list(list_file: str) -> Iterable[tuple[str, bool]]:

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
@@ -62,6 +63,14 @@ class DecodedImage:
     pixels: np.ndarray
     channels: tuple[str, ...]
     palette: bool = False  # palette indices were expanded to colours
+    significant_bits: int | None = None  # declared by the file (PNG sBIT), if fewer than the dtype's
+
+    @property
+    def bits(self) -> int:
+        """Significant bits: the declared ones, else the dtype's (0 for floats)."""
+        if self.significant_bits is not None:
+            return self.significant_bits
+        return self.pixels.dtype.itemsize * 8 if self.pixels.dtype.kind in "ui" else 0
 
     @property
     def layout(self) -> tuple[str, tuple[str, ...]]:
@@ -81,14 +90,14 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     if reader is None:
         raise ReadError(path, f"not a supported image format ({os.path.splitext(path)[1] or 'no extension'})")
     try:
-        if os.path.getsize(path) == 0:
-            raise ReadError(path, "empty file (0 bytes)")
         image = reader(path, options.max_pixels)
     except ReadError:
         raise
     except MemoryError:
         raise ReadError(path, "not enough memory to decode it") from None
     except Exception as error:  # decoders raise many types; each becomes one clear line
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise ReadError(path, "empty file (0 bytes)") from None
         raise ReadError(path, describe_decoder_error(error)) from None
     return apply_channel_options(image, options, path)
 
@@ -141,6 +150,13 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(rgb.dtype)
 
 
+def channel_first(array: np.ndarray) -> np.ndarray:
+    """A view of a channel-last decoder result ``(..., C)`` as ``(C, ...)``; 2-D gets C=1."""
+    if array.ndim == 2:
+        return array[None]
+    return array.transpose((array.ndim - 1, *range(array.ndim - 1)))
+
+
 def channels_for(count: int) -> tuple[str, ...]:
     """Channel names for a channel-last decoder result with ``count`` channels."""
     return {1: GRAY, 2: GRAY_ALPHA, 3: RGB, 4: RGBA}.get(count) or tuple(f"channel{i}" for i in range(count))
@@ -148,16 +164,18 @@ def channels_for(count: int) -> tuple[str, ...]:
 
 def reader_for(path: str) -> Callable[[str, int | None], DecodedImage] | None:
     """The reader function for ``path``'s extension, or None if not an image."""
+    return _readers_by_extension().get(os.path.splitext(path)[1].lower())
+
+
+@functools.cache
+def _readers_by_extension() -> dict[str, Callable[[str, int | None], DecodedImage]]:
     from . import netpbm, numpy_file, pillow, tiff
 
-    extension = os.path.splitext(path)[1].lower()
-    table = {
-        **dict.fromkeys(pillow.EXTENSIONS, pillow.read),
-        **dict.fromkeys(netpbm.EXTENSIONS, netpbm.read),
-        **dict.fromkeys(tiff.EXTENSIONS, tiff.read),
-        **dict.fromkeys(numpy_file.EXTENSIONS, numpy_file.read),
+    return {
+        extension: module.read
+        for module in (pillow, netpbm, tiff, numpy_file)
+        for extension in module.EXTENSIONS
     }
-    return table.get(extension)
 
 
 def is_image_path(path: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ReadError
-from . import GRAY, DecodedImage, channels_for, check_pixel_limit
+from . import GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".pgm", ".ppm", ".pnm", ".pbm")
 
@@ -33,7 +33,7 @@ def read_with_opencv(path: str) -> DecodedImage:
     if count in (3, 4):  # OpenCV gives BGR(A)
         order = [2, 1, 0] + ([3] if count == 4 else [])
         decoded = decoded[..., order]
-    return DecodedImage(pixels=np.moveaxis(decoded, -1, 0), channels=channels_for(count))
+    return DecodedImage(pixels=channel_first(decoded), channels=channels_for(count))
 
 
 def _opencv():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+from dataclasses import replace
+from typing import NamedTuple
+
 import numpy as np
 from PIL import Image
 
 from ..errors import ReadError
-from . import GRAY, DecodedImage, channels_for, check_pixel_limit
+from . import GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 
@@ -21,11 +25,12 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
         width, height = image.size
         frames = getattr(image, "n_frames", 1)
         check_pixel_limit(path, width * height * frames, max_pixels)
-        if image.format == "PNG" and _is_16bit_colour_png(path):
+        header = png_header(path) if image.format == "PNG" else None
+        if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6):
             image.verify()  # walks every chunk and CRC: a truncated file fails here
             from .netpbm import read_with_opencv
 
-            return read_with_opencv(path)
+            return replace(read_with_opencv(path), significant_bits=header.significant_bits)
         if image.mode == "CMYK":
             raise ReadError(path, "CMYK images are not supported; convert them to RGB first")
         arrays, palette = [], False
@@ -34,14 +39,11 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
             array, palette = _frame_array(image)
             arrays.append(array)
     pixels = arrays[0] if frames == 1 else np.stack(arrays)
-    channel_last = pixels.ndim == 3 + (frames > 1)
-    if channel_last:
-        names = channels_for(pixels.shape[-1])
-        pixels = np.moveaxis(pixels, -1, 0)
-    else:
-        names = GRAY
-        pixels = pixels[None]
-    return DecodedImage(pixels=pixels, channels=names, palette=palette)
+    bits = header.significant_bits if header is not None else None
+    if pixels.ndim == 2 + (frames > 1):  # one channel: no channel axis yet
+        return DecodedImage(pixels=pixels[None], channels=GRAY, palette=palette, significant_bits=bits)
+    names = channels_for(pixels.shape[-1])
+    return DecodedImage(pixels=channel_first(pixels), channels=names, palette=palette, significant_bits=bits)
 
 
 def _frame_array(image: Image.Image) -> tuple[np.ndarray, bool]:
@@ -58,9 +60,31 @@ def _frame_array(image: Image.Image) -> tuple[np.ndarray, bool]:
     return np.asarray(image), False
 
 
-def _is_16bit_colour_png(path: str) -> bool:
-    """Read the PNG header: bit depth 16 with colour, where Pillow would drop to 8 bits."""
+class PngHeader(NamedTuple):
+    bit_depth: int
+    colour_type: int
+    significant_bits: int | None  # from sBIT, when fewer than bit_depth
+
+
+def png_header(path: str) -> PngHeader:
+    """Bit depth and colour type (IHDR) and declared significant bits (sBIT, before IDAT).
+
+    Pillow reports neither: it cuts 16-bit colour to 8 bits and ignores sBIT.
+    """
     with open(path, "rb") as file:
-        header = file.read(26)
-    bit_depth, colour_type = header[24], header[25]
-    return bit_depth == 16 and colour_type in (2, 4, 6)
+        head = file.read(33)
+        bit_depth, colour_type = head[24], head[25]
+        significant = None
+        while True:
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                break
+            length, kind = struct.unpack(">I4s", chunk)
+            if kind in (b"IDAT", b"IEND"):
+                break
+            if kind == b"sBIT":
+                declared = max(file.read(length))
+                significant = declared if declared < bit_depth else None
+                break
+            file.seek(length + 4, 1)  # data and CRC
+    return PngHeader(bit_depth, colour_type, significant)

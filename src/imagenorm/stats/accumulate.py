@@ -33,7 +33,8 @@ class PartialStats:
     state: IntegerHistogram | FloatMoments | FloatHistogram
     files: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
-    palette: bool = False
+    palette: bool = False  # any palette image expanded
+    bits: int = 0  # the most significant bits any image declared or used
 
     def merge(self, other: "PartialStats") -> "PartialStats":
         return PartialStats(
@@ -41,6 +42,7 @@ class PartialStats:
             files=self.files + other.files,
             skipped=self.skipped + other.skipped,
             palette=self.palette or other.palette,
+            bits=max(self.bits, other.bits),
         )
 
 
@@ -84,6 +86,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         partial.state.update(image.pixels)
         partial.files += 1
         partial.palette |= image.palette
+        partial.bits = max(partial.bits, image.bits)
     return partial
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from .. import __version__
 from ..errors import EmptyDatasetError
 from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
@@ -83,10 +85,17 @@ def compute_stats(
         ignored=ignored,
         alpha=_alpha_record(options.alpha, channel_names),
         palette_expanded=first_pass.palette,
+        significant_bits=_fewer_bits(dtype, first_pass.bits),
         float_percentiles=float_percentiles,
         percentile_error=percentile_error,
         created_by=f"imagenorm {__version__}",
     )
+
+
+def _fewer_bits(dtype: str, bits: int) -> int | None:
+    """The declared significant bits if every image has fewer than its integer dtype holds."""
+    kind = np.dtype(dtype)
+    return bits if kind.kind in "ui" and 0 < bits < kind.itemsize * 8 else None
 
 
 def _alpha_record(policy: str, channel_names: tuple[str, ...]) -> str:

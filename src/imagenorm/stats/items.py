@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ImagenormError, ReadError, display_path
-from ..readers import GRAY, DecodedImage, ReadOptions, apply_channel_options, channels_for, read_image
+from ..readers import GRAY, DecodedImage, ReadOptions, apply_channel_options, channel_first, channels_for, read_image
 from ..readers.numpy_file import to_channel_first
 
 
@@ -92,7 +92,7 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
             from ..readers.pillow import _frame_array
 
             array, palette = _frame_array(item)
-            pixels = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
+            pixels = channel_first(array)
             return DecodedImage(pixels=pixels, channels=_names(pixels.shape[0]), palette=palette)
     if isinstance(item, np.ndarray):
         if item.dtype.kind not in "uif":

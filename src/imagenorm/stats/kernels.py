@@ -58,7 +58,7 @@ def count_values(pixels: np.ndarray, banks: np.ndarray) -> None:
     """
     unsigned = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
     channels = unsigned.shape[0]
-    channel_last = np.moveaxis(unsigned, 0, -1)
+    channel_last = unsigned.transpose((*range(1, unsigned.ndim), 0))
     if channel_last.flags.c_contiguous or channels == 1:
         flat = np.ascontiguousarray(channel_last).reshape(-1)
         if channels == 3:

@@ -50,6 +50,7 @@ class DatasetStats:
     ignored: int = 0
     alpha: str = "none"
     palette_expanded: bool = False
+    significant_bits: int | None = None  # declared by the files (PNG sBIT) when below the dtype's
     float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
     percentile_error: list[float] | None = None
     created_by: str = ""
@@ -133,6 +134,7 @@ class DatasetStats:
             ignored=self.ignored + other.ignored,
             alpha=self.alpha,
             palette_expanded=self.palette_expanded or other.palette_expanded,
+            significant_bits=_merged_bits(self, other),
             float_percentiles=None,
             percentile_error=None,
             created_by=self.created_by,
@@ -156,6 +158,13 @@ class DatasetStats:
         from ..statsfile import to_dict
 
         return to_dict(self)
+
+
+def _merged_bits(a: DatasetStats, b: DatasetStats) -> int | None:
+    """Declared significant bits of both parts (None when either uses the full dtype)."""
+    if a.significant_bits is None or b.significant_bits is None:
+        return None
+    return max(a.significant_bits, b.significant_bits)
 
 
 def float_percentiles_from(histogram: FloatHistogram) -> tuple[list[dict[str, float]], list[float]]:
