@@ -87,6 +87,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         partial.files += 1
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
+        del image  # free the pixels before the next decode, so their memory is reused
     return partial
 
 
