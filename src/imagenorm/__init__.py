@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError  # noqa: E402
 from .stats import PERCENTILES, DatasetStats, Summary, compute_stats  # noqa: E402
+from . import functional  # noqa: E402
+from .transforms import AffineInverse, DegenerateStatisticsError, MinMaxScale, PercentileScale, Standardize  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -18,6 +20,12 @@ __all__ = [
     "DatasetStats",
     "Summary",
     "PERCENTILES",
+    "functional",
+    "Standardize",
+    "MinMaxScale",
+    "PercentileScale",
+    "AffineInverse",
+    "DegenerateStatisticsError",
     "ImagenormError",
     "ReadError",
     "EmptyDatasetError",

@@ -112,9 +112,11 @@ def load(path: str | os.PathLike) -> DatasetStats:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StatsFileError(f"{name}: not a valid JSON stats file ({error})") from None
     try:
-        return from_dict(document)
+        stats = from_dict(document)
     except StatsFileError as error:
         raise StatsFileError(f"{name}: {error}") from None
+    stats.source = name
+    return stats
 
 
 def from_dict(document: Any) -> DatasetStats:

@@ -54,6 +54,7 @@ class DatasetStats:
     float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
     percentile_error: list[float] | None = None
     created_by: str = ""
+    source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
 
     # --- derived numbers -------------------------------------------------------
     @property

@@ -1,0 +1,454 @@
+"""Normalization as pure tensor functions; the modules in :mod:`imagenorm.transforms` are their twins.
+
+Every dataset-level method is an affine map per channel, ``y = x * scale[c] + shift[c]``
+(optionally clipped), computed in one pass from the input's own dtype:
+
+- :func:`standardize`: ``(x - mean) / std``
+- :func:`min_max_scale`: ``[low, high] -> out_range``
+- :func:`percentile_scale`: ``[p_low, p_high] -> out_range``, clipped by default
+
+Units: statistics are in raw pixel units. Integer input is raw units (a dtype other than
+the statistics' is rescaled through the [0, 1] scale: raw / dtype max); float input is the
+[0, 1] scale (raw / ``value_scale``) unless ``input_scale`` says it is raw / ``input_scale``.
+
+Per-image statistics (``per_image=True``) are computed for each item of a batch (and each
+channel, unless ``channel_wise=False``), optionally over a ``mask``: ``"nonzero"``, a boolean
+tensor broadcastable to the input, or a callable returning one. Policies:
+
+- a constant image (or channel, or an empty mask) has no spread: standardize maps it to 0,
+  the range methods to ``out_range[0]``; ``eps`` sets a floor on std or range instead;
+- NaN in the input stays NaN at its positions; per-image statistics use finite values only.
+
+Shapes: ``(H, W)`` and ``(C, H, W)`` are one image and ``(B, C, H, W)`` a batch; with
+``spatial_dims=3``, ``(D, H, W)``, ``(C, D, H, W)`` and ``(B, C, D, H, W)``; 5-D is always a
+batch of volumes.
+
+Example:
+    >>> import torch
+    >>> x = torch.tensor([[[0, 128, 255]]], dtype=torch.uint8)
+    >>> standardize(x, mean=[127.5], std=[127.5], value_scale=255.0)  # raw 8-bit units
+    tensor([[[-1.0000,  0.0039,  1.0000]]])
+    >>> standardize(x, mean=[0.5], std=[0.5])  # [0, 1]-scale numbers, like torchvision's
+    tensor([[[-1.0000,  0.0039,  1.0000]]])
+    >>> min_max_scale(x.float() / 255, low=[0.0], high=[255.0], value_scale=255.0, out_range=(-1, 1))
+    tensor([[[-1.0000,  0.0039,  1.0000]]])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import fused
+
+Mask = Union[str, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
+Numbers = Union[Sequence[float], torch.Tensor, np.ndarray, float]
+
+__all__ = [
+    "standardize",
+    "min_max_scale",
+    "percentile_scale",
+    "affine",
+    "input_factor",
+    "channel_axis",
+    "image_statistics",
+]
+
+
+# --- layout ----------------------------------------------------------------------
+def channel_axis(x: torch.Tensor, spatial_dims: int = 2) -> int | None:
+    """The channel axis of ``x`` under the tensor conventions, or None when it has none.
+
+    Raises:
+        ValueError: the shape fits none of the layouts.
+    """
+    if x.ndim == 5:
+        return 1
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    extra = x.ndim - spatial_dims
+    if extra not in (0, 1, 2):
+        layouts = "(H, W), (C, H, W) or (B, C, H, W)" if spatial_dims == 2 else "(D, H, W), (C, D, H, W) or (B, C, D, H, W)"
+        raise ValueError(f"Expected a tensor of shape {layouts}, got {tuple(x.shape)}")
+    return None if extra == 0 else extra - 1
+
+
+def _channels(x: torch.Tensor, axis: int | None) -> int:
+    return 1 if axis is None else x.shape[axis]
+
+
+def _broadcast_shape(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
+    shape = [1] * x.ndim
+    if axis is not None:
+        shape[axis] = -1
+    return tuple(shape)
+
+
+# --- units -----------------------------------------------------------------------
+def input_factor(
+    dtype: torch.dtype, value_scale: float = 1.0, input_scale: float | None = None, stats_dtype: str | None = None
+) -> float:
+    """The factor ``k`` with ``raw = x * k`` for input of ``dtype``.
+
+    Raises:
+        ValueError: integer input of another dtype than the statistics were measured on.
+    """
+    if dtype.is_floating_point:
+        return float(input_scale if input_scale is not None else value_scale)
+    name = str(dtype).removeprefix("torch.")
+    if stats_dtype is not None and np.dtype(stats_dtype).kind in "ui" and name != stats_dtype:
+        raise ValueError(
+            f"the statistics were measured on {stats_dtype} pixels, but the input is {name}: "
+            "convert it, or pass float input in the [0, 1] scale"
+        )
+    return float(value_scale) / float(torch.iinfo(dtype).max)
+
+
+def _as_float64(values: Numbers, name: str) -> np.ndarray:
+    array = np.atleast_1d(np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64))
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one number per channel, got shape {array.shape}")
+    return array
+
+
+# --- the affine pass -------------------------------------------------------------
+def affine(
+    x: torch.Tensor,
+    scale: Numbers,
+    shift: Numbers,
+    *,
+    clip: tuple[float, float] | None = None,
+    spatial_dims: int = 2,
+    dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """``x * scale[c] + shift[c]`` (then clipped to ``clip``) in one pass, as ``dtype``.
+
+    ``scale`` and ``shift`` hold one value per channel, or one for all; or, for per-image
+    parameters, a ``(B, C)`` array for a batch. The input is never modified unless
+    ``inplace=True`` (float input of ``dtype`` only); ``out`` receives the result.
+
+    Shape:
+        Input and output: ``(*, C, H, W)`` or as :func:`channel_axis` describes; the output
+        keeps the input's shape, device and memory format.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"the output dtype must be a float dtype, got {dtype}")
+    axis = channel_axis(x, spatial_dims)
+    channels = _channels(x, axis)
+    scale = np.asarray(scale, np.float64)
+    shift = np.asarray(shift, np.float64)
+    per_item = scale.ndim == 2
+    if not per_item and scale.size not in (1, channels):
+        raise ValueError(f"Expected {scale.size} channel(s), got a tensor of shape {tuple(x.shape)} with {channels}")
+    if out is None and not inplace and not _fused_path(x, dtype, axis, per_item):
+        result = _torch_affine(x, axis, scale, shift, clip, dtype).to(dtype)  # autograd, GPU, compile
+    else:
+        result = _output(x, out, dtype, inplace)
+        if not (_fused_path(x, dtype, axis, per_item) and _run_fused(x, result, axis, scale, shift, clip, channels)):
+            result.copy_(_torch_affine(x, axis, scale, shift, clip, dtype))
+    if type(x) is not torch.Tensor and out is None and not inplace:
+        result = result.as_subclass(type(x))  # e.g. torchvision's tv_tensors.Image stays one
+    return result
+
+
+def _output(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype, inplace: bool) -> torch.Tensor:
+    if inplace:
+        if x.dtype != dtype:
+            raise ValueError(f"inplace=True needs float input of the output dtype {dtype}, got {x.dtype}")
+        return x
+    if out is None:
+        return torch.empty_like(x, dtype=dtype)
+    if out.shape != x.shape or out.dtype != dtype or out.device != x.device:
+        raise ValueError(
+            f"out must have shape {tuple(x.shape)}, dtype {dtype} and device {x.device}; "
+            f"got {tuple(out.shape)}, {out.dtype}, {out.device}"
+        )
+    return out
+
+
+def _fused_path(x: torch.Tensor, dtype: torch.dtype, axis: int | None, per_item: bool) -> bool:
+    """Whether the compiled CPU kernel applies (else torch operations do the work)."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    if x.requires_grad and torch.is_grad_enabled():
+        return False
+    if str(x.dtype).removeprefix("torch.") not in fused.KERNEL_INPUTS:
+        return False
+    return str(dtype).removeprefix("torch.") in fused.KERNEL_OUTPUTS and (axis is not None or not per_item)
+
+
+def _run_fused(x, result, axis, scale, shift, clip, channels) -> bool:
+    """Run the kernel on numpy views; False if the memory layout does not suit it."""
+    threads = torch.get_num_threads()
+    source, target = x.detach().numpy(), result.numpy()
+    if x.is_contiguous() and result.is_contiguous():
+        if axis is None:
+            planes_in, planes_out = source.reshape(1, -1), target.reshape(1, -1)
+        else:
+            plane = math.prod(x.shape[axis + 1 :])
+            planes_in, planes_out = source.reshape(-1, plane), target.reshape(-1, plane)
+        if scale.ndim == 2:  # per item of a batch: one parameter per plane
+            scale, shift = scale.reshape(-1), shift.reshape(-1)
+        fused.affine_planes(planes_in, planes_out, _per_channel(scale, channels), _per_channel(shift, channels), clip, threads)
+        return True
+    if axis is not None and scale.ndim == 1 and _channels_last(x) and _channels_last(result):
+        order = (*range(axis), *range(axis + 1, x.ndim), axis)
+        pixels_in = source.transpose(order).reshape(-1, channels)
+        pixels_out = target.transpose(order).reshape(-1, channels)
+        fused.affine_interleaved(pixels_in, pixels_out, _per_channel(scale, channels), _per_channel(shift, channels), clip, threads)
+        return True
+    return False
+
+
+def _per_channel(values: np.ndarray, channels: int) -> np.ndarray:
+    return np.repeat(values, channels) if values.size == 1 and channels > 1 else values
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    if t.ndim == 4:
+        return t.is_contiguous(memory_format=torch.channels_last)
+    if t.ndim == 5:
+        return t.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
+
+
+def _torch_affine(x, axis, scale, shift, clip, dtype) -> torch.Tensor:
+    """The same map with torch operations (any device, autograd, torch.compile)."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    if scale.ndim == 2:  # (B, C): broadcast over the batch and channel axes
+        shape = [1] * x.ndim
+        shape[0], shape[axis] = scale.shape[0], scale.shape[1]
+    else:
+        shape = _broadcast_shape(x, axis) if scale.size > 1 else (1,) * x.ndim
+    scale_t = torch.as_tensor(scale, dtype=compute, device=x.device).reshape(shape)
+    shift_t = torch.as_tensor(shift, dtype=compute, device=x.device).reshape(shape)
+    mapped = torch.addcmul(shift_t, x.to(compute), scale_t)
+    if clip is not None:
+        mapped = mapped.clamp(min(clip), max(clip))
+    return mapped
+
+
+# --- per-image statistics --------------------------------------------------------
+def image_statistics(
+    x: torch.Tensor,
+    kind: str,
+    *,
+    channel_wise: bool = True,
+    mask: Mask = None,
+    spatial_dims: int = 2,
+    q: tuple[float, float] = (0.5, 99.5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per item (and channel) ``(mean, std)``, ``(min, max)`` or percentiles ``q``, as ``(B, C)`` float64.
+
+    Only finite values inside ``mask`` count. An item with none gives NaN.
+    """
+    axis = channel_axis(x, spatial_dims)
+    values, valid = _flat_items(x, axis, channel_wise, _resolve_mask(mask, x))
+    if kind == "moments":
+        count = valid.sum(-1)
+        zeros = torch.zeros((), dtype=torch.float64, device=x.device)
+        total = torch.where(valid, values, zeros).sum(-1)
+        mean = total / count
+        centered = torch.where(valid, values - mean[..., None], zeros)
+        std = torch.sqrt((centered * centered).sum(-1) / count)
+        return mean.cpu().numpy(), std.cpu().numpy()
+    if kind == "range":
+        infinity = torch.tensor(math.inf, dtype=torch.float64, device=x.device)
+        low = torch.where(valid, values, infinity).amin(-1)
+        high = torch.where(valid, values, -infinity).amax(-1)
+        low[low == math.inf] = math.nan
+        high[high == -math.inf] = math.nan
+        return low.cpu().numpy(), high.cpu().numpy()
+    if kind == "percentiles":
+        return _percentiles(values, valid, q)
+    raise ValueError(f"unknown statistics kind {kind!r}")
+
+
+def _resolve_mask(mask: Mask, x: torch.Tensor) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        if mask != "nonzero":
+            raise ValueError(f"mask must be 'nonzero', a boolean tensor or a callable, got {mask!r}")
+        return x != 0
+    resolved = mask(x) if callable(mask) else mask
+    if not isinstance(resolved, torch.Tensor) or resolved.dtype != torch.bool:
+        raise ValueError("the mask must be a boolean tensor (or a callable returning one)")
+    try:
+        return torch.broadcast_to(resolved.to(x.device), x.shape)
+    except RuntimeError:
+        raise ValueError(f"a mask of shape {tuple(resolved.shape)} does not fit an input of shape {tuple(x.shape)}") from None
+
+
+def _flat_items(x: torch.Tensor, axis: int | None, channel_wise: bool, mask: torch.Tensor | None):
+    """float64 values and validity, shaped (B, C, N) (C=1 when pooled over channels)."""
+    batched = x.ndim == 5 or (axis == 1)
+    items = x.shape[0] if batched else 1
+    groups = _channels(x, axis) if channel_wise else 1
+    values = x.to(torch.float64).reshape(items, groups, -1)
+    valid = torch.isfinite(values) if x.dtype.is_floating_point else torch.ones_like(values, dtype=torch.bool)
+    if mask is not None:
+        valid &= mask.reshape(items, groups, -1)
+    return values, valid
+
+
+def _percentiles(values: torch.Tensor, valid: torch.Tensor, q: tuple[float, float]):
+    """numpy.percentile's linear definition over the valid values of each (item, channel)."""
+    items, groups = values.shape[:2]
+    low = np.full((items, groups), np.nan)
+    high = np.full((items, groups), np.nan)
+    for item in range(items):
+        for group in range(groups):
+            chosen = values[item, group][valid[item, group]]
+            if chosen.numel():
+                ordered = torch.sort(chosen).values
+                low[item, group], high[item, group] = (_linear_quantile(ordered, p) for p in q)
+    return low, high
+
+
+def _linear_quantile(ordered: torch.Tensor, percent: float) -> float:
+    position = (ordered.numel() - 1) * (percent / 100)
+    below = min(int(math.floor(position)), ordered.numel() - 1)
+    above = min(below + 1, ordered.numel() - 1)
+    a, b = float(ordered[below]), float(ordered[above])
+    return a + (b - a) * (position - below)
+
+
+# --- the three methods -----------------------------------------------------------
+def _range_map(low: np.ndarray, high: np.ndarray, out_range, eps: float | None, factor: float = 1.0):
+    """scale, shift mapping ``[low, high]`` (raw units) to ``out_range`` for input ``x * factor``."""
+    a, b = (float(v) for v in out_range)
+    width = high - low
+    if eps is not None:
+        width = np.maximum(width, eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = np.where(width > 0, (b - a) / width, 0.0)  # no spread: everything to out_range[0]
+    unit = np.nan_to_num(unit, nan=0.0)
+    return unit * factor, a - np.nan_to_num(low, nan=0.0) * unit
+
+
+def standardize(
+    x: torch.Tensor,
+    mean: Numbers | None = None,
+    std: Numbers | None = None,
+    *,
+    per_image: bool = False,
+    channel_wise: bool = True,
+    mask: Mask = None,
+    eps: float | None = None,
+    value_scale: float = 1.0,
+    input_scale: float | None = None,
+    stats_dtype: str | None = None,
+    spatial_dims: int = 2,
+    dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """``(x - mean) / std`` per channel, with dataset statistics or each image's own.
+
+    See :class:`imagenorm.Standardize`. ``mean`` and ``std`` are in raw units (raw /
+    ``value_scale`` is the [0, 1] scale); ``eps`` is a floor for std.
+    """
+    if per_image:
+        mean, std = image_statistics(x, "moments", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims)
+        if eps is not None:
+            std = np.maximum(std, eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(std > 0, 1.0 / std, 0.0)
+        scale = np.nan_to_num(scale, nan=0.0)
+        shift = -np.nan_to_num(mean, nan=0.0) * scale
+        return affine(x, _items(scale, x, spatial_dims), _items(shift, x, spatial_dims), spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
+    mean, std = _as_float64(mean, "mean"), _as_float64(std, "std")
+    if eps is not None:
+        std = np.maximum(std, eps)
+    factor = input_factor(x.dtype, value_scale, input_scale, stats_dtype)
+    return affine(x, factor / std, -mean / std, spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
+
+
+def min_max_scale(
+    x: torch.Tensor,
+    low: Numbers | None = None,
+    high: Numbers | None = None,
+    *,
+    out_range: tuple[float, float] = (0.0, 1.0),
+    clip: bool = False,
+    per_image: bool = False,
+    channel_wise: bool = True,
+    mask: Mask = None,
+    eps: float | None = None,
+    value_scale: float = 1.0,
+    input_scale: float | None = None,
+    stats_dtype: str | None = None,
+    spatial_dims: int = 2,
+    dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Map ``[low, high]`` (dataset or per-image min and max) linearly to ``out_range``.
+
+    See :class:`imagenorm.MinMaxScale`.
+    """
+    if per_image:
+        low, high = image_statistics(x, "range", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims)
+    return _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,
+                        spatial_dims, dtype, out, inplace)
+
+
+def percentile_scale(
+    x: torch.Tensor,
+    low: Numbers | None = None,
+    high: Numbers | None = None,
+    *,
+    q: tuple[float, float] = (0.5, 99.5),
+    out_range: tuple[float, float] = (0.0, 1.0),
+    clip: bool = True,
+    per_image: bool = False,
+    channel_wise: bool = True,
+    mask: Mask = None,
+    eps: float | None = None,
+    value_scale: float = 1.0,
+    input_scale: float | None = None,
+    stats_dtype: str | None = None,
+    spatial_dims: int = 2,
+    dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Map the ``q`` percentiles (dataset values ``low``/``high``, or each image's) to ``out_range``, clipped.
+
+    See :class:`imagenorm.PercentileScale`.
+    """
+    if not 0 <= q[0] < q[1] <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {q}")
+    if per_image:
+        low, high = image_statistics(x, "percentiles", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims, q=q)
+    return _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,
+                        spatial_dims, dtype, out, inplace)
+
+
+def _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,
+                 spatial_dims, dtype, out, inplace) -> torch.Tensor:
+    """Map ``[low, high]`` to ``out_range``: dataset values (per channel) or per-image ``(B, C)`` ones."""
+    if per_image:
+        scale, shift = _range_map(low, high, out_range, eps)
+        scale, shift = _items(scale, x, spatial_dims), _items(shift, x, spatial_dims)
+    else:
+        factor = input_factor(x.dtype, value_scale, input_scale, stats_dtype)
+        scale, shift = _range_map(_as_float64(low, "low"), _as_float64(high, "high"), out_range, eps, factor)
+    bounds = (min(out_range), max(out_range)) if clip else None
+    return affine(x, scale, shift, clip=bounds, spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
+
+
+def _items(values: np.ndarray, x: torch.Tensor, spatial_dims: int) -> np.ndarray:
+    """Per-image parameters ``(B, C or 1)`` as ``affine`` takes them."""
+    axis = channel_axis(x, spatial_dims)
+    channels = _channels(x, axis)
+    values = np.broadcast_to(values, (values.shape[0], channels)) if values.shape[1] == 1 else values
+    if values.shape[0] == 1 and not (x.ndim == 5 or axis == 1):
+        return np.ascontiguousarray(values[0])  # an unbatched image: per-channel parameters
+    return np.ascontiguousarray(values)
