@@ -158,8 +158,17 @@ def channel_first(array: np.ndarray) -> np.ndarray:
 
 
 def channels_for(count: int) -> tuple[str, ...]:
-    """Channel names for a channel-last decoder result with ``count`` channels."""
-    return {1: GRAY, 2: GRAY_ALPHA, 3: RGB, 4: RGBA}.get(count) or tuple(f"channel{i}" for i in range(count))
+    """Channel names of a decoded picture with ``count`` channels (2 and 4 carry alpha)."""
+    return {1: GRAY, 2: GRAY_ALPHA, 3: RGB, 4: RGBA}.get(count) or generic_channels(count)
+
+
+def array_channels(count: int) -> tuple[str, ...]:
+    """Channel names of raw arrays and tensors: nothing is taken for alpha."""
+    return {1: GRAY, 3: RGB}.get(count) or generic_channels(count)
+
+
+def generic_channels(count: int) -> tuple[str, ...]:
+    return tuple(f"channel{i}" for i in range(count))
 
 
 def reader_for(path: str) -> Callable[[str, int | None], DecodedImage] | None:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import DecodedImage, GRAY, channels_for, check_pixel_limit
+from . import DecodedImage, array_channels, check_pixel_limit
 
 EXTENSIONS = (".npy",)
 _CHANNEL_COUNTS = (1, 3, 4)
@@ -31,7 +31,7 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
     pixels = np.asarray(pixels)  # read the mapped data now, inside the size limit
     if pixels.dtype == np.bool_:
         pixels = pixels.astype(np.uint8)
-    names = GRAY if pixels.shape[0] == 1 else channels_for(pixels.shape[0])
+    names = array_channels(pixels.shape[0])
     return DecodedImage(pixels=pixels, channels=names)
 
 

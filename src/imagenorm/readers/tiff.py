@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import DecodedImage, GRAY, channels_for, check_pixel_limit
+from . import DecodedImage, array_channels, channels_for, check_pixel_limit
 
 EXTENSIONS = (".tif", ".tiff")
 
@@ -27,6 +27,7 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
         total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
         check_pixel_limit(path, total, max_pixels)
         arrays = [_channel_first(s.asarray(), s.axes) for s in series]
+        has_alpha = bool(tif.pages[0].extrasamples)
     counts = {a.shape[0] for a in arrays}
     if len(counts) > 1:
         raise ReadError(path, f"its series have different channel counts {sorted(counts)}")
@@ -36,7 +37,8 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
         pixels = np.stack(arrays, axis=1)
     else:
         pixels = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
-    names = GRAY if pixels.shape[0] == 1 else channels_for(pixels.shape[0])
+    count = pixels.shape[0]
+    names = channels_for(count) if has_alpha and count in (2, 4) else array_channels(count)
     return DecodedImage(pixels=pixels, channels=names)
 
 

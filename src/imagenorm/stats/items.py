@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ImagenormError, ReadError, display_path
-from ..readers import GRAY, DecodedImage, ReadOptions, apply_channel_options, channel_first, channels_for, read_image
+from ..readers import DecodedImage, ReadOptions, apply_channel_options, array_channels, channel_first, channels_for, read_image
 from ..readers.numpy_file import to_channel_first
 
 
@@ -84,7 +84,7 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
             if array.ndim not in (2, 3, 4):
                 raise ReadError(name, f"expected a tensor of shape (H, W), (C, H, W) or (C, D, H, W), got {tuple(item.shape)}")
             pixels = array[None] if array.ndim == 2 else array
-            return DecodedImage(pixels=pixels, channels=_names(pixels.shape[0]))
+            return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
     if "PIL" in sys.modules:
         from PIL import Image
 
@@ -93,17 +93,14 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
 
             array, palette = _frame_array(item)
             pixels = channel_first(array)
-            return DecodedImage(pixels=pixels, channels=_names(pixels.shape[0]), palette=palette)
+            return DecodedImage(pixels=pixels, channels=channels_for(pixels.shape[0]), palette=palette)
     if isinstance(item, np.ndarray):
         if item.dtype.kind not in "uif":
             raise ReadError(name, f"unsupported array dtype {item.dtype}")
         pixels = to_channel_first(item, name)
-        return DecodedImage(pixels=pixels, channels=_names(pixels.shape[0]))
+        return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
     raise ReadError(name, f"expected a tensor, numpy array or PIL image, got {type(item).__name__}")
 
-
-def _names(count: int) -> tuple[str, ...]:
-    return GRAY if count == 1 else channels_for(count)
 
 
 def as_item_source(source: Any) -> tuple[ItemSource, int]:
