@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence, Union
 
@@ -98,13 +99,24 @@ def input_factor(
     """
     if dtype.is_floating_point:
         return float(input_scale if input_scale is not None else value_scale)
-    name = str(dtype).removeprefix("torch.")
-    if stats_dtype is not None and np.dtype(stats_dtype).kind in "ui" and name != stats_dtype:
+    name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
+    if stats_dtype is not None and stats_dtype != name and np.dtype(stats_dtype).kind in "ui":
         raise ValueError(
             f"the statistics were measured on {stats_dtype} pixels, but the input is {name}: "
             "convert it, or pass float input in the [0, 1] scale"
         )
-    return float(value_scale) / float(torch.iinfo(dtype).max)
+    return float(value_scale) / _integer_max(dtype)
+
+
+@functools.cache
+def _integer_max(dtype: torch.dtype) -> float:
+    return float(torch.iinfo(dtype).max)
+
+
+_DTYPE_NAMES = {dtype: str(dtype).removeprefix("torch.") for dtype in
+                (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.int64, torch.uint32)}
+_KERNEL_INPUTS = {getattr(torch, name) for name in fused.KERNEL_INPUTS}
+_KERNEL_OUTPUTS = {getattr(torch, name) for name in fused.KERNEL_OUTPUTS}
 
 
 def _as_float64(values: Numbers, name: str) -> np.ndarray:
@@ -145,11 +157,12 @@ def affine(
     per_item = scale.ndim == 2
     if not per_item and scale.size not in (1, channels):
         raise ValueError(f"Expected {scale.size} channel(s), got a tensor of shape {tuple(x.shape)} with {channels}")
-    if out is None and not inplace and not _fused_path(x, dtype, axis, per_item):
+    fast = _fused_path(x, dtype, axis, per_item)
+    if out is None and not inplace and not fast:
         result = _torch_affine(x, axis, scale, shift, clip, dtype).to(dtype)  # autograd, GPU, compile
     else:
         result = _output(x, out, dtype, inplace)
-        if not (_fused_path(x, dtype, axis, per_item) and _run_fused(x, result, axis, scale, shift, clip, channels)):
+        if not (fast and _run_fused(x, result, axis, scale, shift, clip, channels)):
             result.copy_(_torch_affine(x, axis, scale, shift, clip, dtype))
     if type(x) is not torch.Tensor and out is None and not inplace:
         result = result.as_subclass(type(x))  # e.g. torchvision's tv_tensors.Image stays one
@@ -177,36 +190,28 @@ def _fused_path(x: torch.Tensor, dtype: torch.dtype, axis: int | None, per_item:
         return False
     if x.requires_grad and torch.is_grad_enabled():
         return False
-    if str(x.dtype).removeprefix("torch.") not in fused.KERNEL_INPUTS:
-        return False
-    return str(dtype).removeprefix("torch.") in fused.KERNEL_OUTPUTS and (axis is not None or not per_item)
+    return x.dtype in _KERNEL_INPUTS and dtype in _KERNEL_OUTPUTS and (axis is not None or not per_item)
 
 
 def _run_fused(x, result, axis, scale, shift, clip, channels) -> bool:
     """Run the kernel on numpy views; False if the memory layout does not suit it."""
-    threads = torch.get_num_threads()
     source, target = x.detach().numpy(), result.numpy()
+    if scale.ndim == 1 and scale.size == 1 and channels > 1:
+        scale, shift = np.repeat(scale, channels), np.repeat(shift, channels)
     if x.is_contiguous() and result.is_contiguous():
-        if axis is None:
-            planes_in, planes_out = source.reshape(1, -1), target.reshape(1, -1)
-        else:
-            plane = math.prod(x.shape[axis + 1 :])
-            planes_in, planes_out = source.reshape(-1, plane), target.reshape(-1, plane)
+        plane = x.numel() if axis is None else math.prod(x.shape[axis + 1 :])
         if scale.ndim == 2:  # per item of a batch: one parameter per plane
             scale, shift = scale.reshape(-1), shift.reshape(-1)
-        fused.affine_planes(planes_in, planes_out, _per_channel(scale, channels), _per_channel(shift, channels), clip, threads)
+        threads = torch.get_num_threads()
+        fused.affine_planes(source.reshape(-1, plane), target.reshape(-1, plane), scale, shift, clip, threads)
         return True
     if axis is not None and scale.ndim == 1 and _channels_last(x) and _channels_last(result):
         order = (*range(axis), *range(axis + 1, x.ndim), axis)
         pixels_in = source.transpose(order).reshape(-1, channels)
         pixels_out = target.transpose(order).reshape(-1, channels)
-        fused.affine_interleaved(pixels_in, pixels_out, _per_channel(scale, channels), _per_channel(shift, channels), clip, threads)
+        fused.affine_interleaved(pixels_in, pixels_out, scale, shift, clip, torch.get_num_threads())
         return True
     return False
-
-
-def _per_channel(values: np.ndarray, channels: int) -> np.ndarray:
-    return np.repeat(values, channels) if values.size == 1 and channels > 1 else values
 
 
 def _channels_last(t: torch.Tensor) -> bool:

@@ -105,6 +105,26 @@ class _Normalize(nn.Module):
         """(scale, shift, clip) of the map from raw units; dataset-level transforms only."""
         raise NotImplementedError
 
+    def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """The transform with each image's own statistics."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalize ``x`` (into ``out`` if given); see the class docstring for shapes and units."""
+        if self.per_image:
+            return self._per_image(x, out)
+        scale, shift, clip = self._cached_affine()
+        factor = F.input_factor(x.dtype, self.value_scale, self.input_scale, self.stats_dtype)
+        return F.affine(x, scale * factor if factor != 1.0 else scale, shift, clip=clip,
+                        spatial_dims=self.spatial_dims, dtype=self.dtype, out=out, inplace=self.inplace)
+
+    def _cached_affine(self):
+        """``_affine_raw()``, recomputed only when a buffer changed (load_state_dict, .to(), in-place edits)."""
+        key = tuple((id(b), b._version) for b in self._buffers.values() if b is not None)
+        if getattr(self, "_affine_key", None) != key:
+            self._affine_cache, self._affine_key = self._affine_raw(), key
+        return self._affine_cache
+
     def inverse(self, scaled: bool = False) -> "AffineInverse":
         """The transform back from normalized values: to raw units, or with ``scaled=True``
         to the units of float input (raw / ``input_scale``, by default the [0, 1] scale).
@@ -199,8 +219,8 @@ class Standardize(_Normalize):
         return cls(mean, std, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
                    stats_dtype=stats.dtype, **options)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return F.standardize(x, _numbers(self.mean), _numbers(self.std), out=out, **self._options())
+    def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        return F.standardize(x, out=out, **self._options())
 
     def _affine_raw(self):
         std = _numbers(self.std)
@@ -267,13 +287,12 @@ class MinMaxScale(_Normalize):
         return cls(low, high, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
                    stats_dtype=stats.dtype, **options)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return F.min_max_scale(x, _numbers(self.low), _numbers(self.high), out_range=self.out_range, clip=self.clip,
-                               out=out, **self._options())
+    def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        return F.min_max_scale(x, out_range=self.out_range, clip=self.clip, out=out, **self._options())
 
     def _affine_raw(self):
         scale, shift = F._range_map(_numbers(self.low), _numbers(self.high), self.out_range, self.eps)
-        return scale, shift, None
+        return scale, shift, (min(self.out_range), max(self.out_range)) if self.clip else None
 
     def extra_repr(self) -> str:
         return f"out_range={self.out_range}, clip={self.clip}, " + super().extra_repr()
@@ -324,9 +343,8 @@ class PercentileScale(MinMaxScale):
         return cls(low, high, values=(p_low, p_high), channel_wise=channel_wise, eps=eps,
                    value_scale=stats.value_scale, stats_dtype=stats.dtype, **options)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return F.percentile_scale(x, _numbers(self.low), _numbers(self.high), q=self.q, out_range=self.out_range,
-                                  clip=self.clip, out=out, **self._options())
+    def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        return F.percentile_scale(x, q=self.q, out_range=self.out_range, clip=self.clip, out=out, **self._options())
 
     def extra_repr(self) -> str:
         return f"q={self.q}, " + super().extra_repr()
@@ -342,4 +360,5 @@ class AffineInverse(nn.Module):
         self.spatial_dims, self.dtype = spatial_dims, dtype
 
     def forward(self, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Map normalized ``y`` back (into ``out`` if given)."""
         return F.affine(y, _numbers(self.scale), _numbers(self.shift), spatial_dims=self.spatial_dims, dtype=self.dtype, out=out)
