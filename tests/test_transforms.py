@@ -301,6 +301,31 @@ class TestModuleBehaviour:
         torch.testing.assert_close(torch.cat(batches), t(torch.stack(images)))
 
 
+class TestPaths:
+    """The compiled CPU kernel and the torch-operations path (GPU, autograd, compile) agree."""
+
+    @pytest.mark.parametrize("dtype", INPUT_DTYPES)
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "unbatched"])
+    @pytest.mark.parametrize("clip", [False, True])
+    def test_kernel_equals_torch_path(self, monkeypatch, dtype, layout, clip):
+        x = make_input(dtype, (3, 3, 7, 9) if layout != "unbatched" else (3, 7, 9))
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        t = MinMaxScale([0.1, 0.2, 0.3], [0.6, 0.7, 0.8], out_range=(-1, 1), clip=clip)
+        fast = t(x)
+        monkeypatch.setattr(F, "_fused_path", lambda *args: False)
+        slow = t(x)
+        torch.testing.assert_close(fast, slow, **tolerance(dtype))
+        if layout == "channels_last":
+            assert fast.is_contiguous(memory_format=torch.channels_last) and slow.is_contiguous(memory_format=torch.channels_last)
+
+    def test_per_image_kernel_equals_torch_path(self, monkeypatch):
+        x = make_input(torch.uint16, (4, 2, 9, 9))
+        fast = Standardize(per_image=True)(x)
+        monkeypatch.setattr(F, "_fused_path", lambda *args: False)
+        torch.testing.assert_close(fast, Standardize(per_image=True)(x))
+
+
 class TestInverse:
     @pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.float32])
     def test_round_trip(self, dtype):

@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Sequence, Union
 
@@ -105,16 +104,13 @@ def input_factor(
             f"the statistics were measured on {stats_dtype} pixels, but the input is {name}: "
             "convert it, or pass float input in the [0, 1] scale"
         )
-    return float(value_scale) / _integer_max(dtype)
+    top = _INTEGER_MAX.get(dtype) or float(torch.iinfo(dtype).max)
+    return float(value_scale) / top
 
 
-@functools.cache
-def _integer_max(dtype: torch.dtype) -> float:
-    return float(torch.iinfo(dtype).max)
-
-
-_DTYPE_NAMES = {dtype: str(dtype).removeprefix("torch.") for dtype in
-                (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.int64, torch.uint32)}
+_INTEGERS = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.int64, torch.uint32)
+_DTYPE_NAMES = {dtype: str(dtype).removeprefix("torch.") for dtype in _INTEGERS}
+_INTEGER_MAX = {dtype: float(torch.iinfo(dtype).max) for dtype in _INTEGERS}
 _KERNEL_INPUTS = {getattr(torch, name) for name in fused.KERNEL_INPUTS}
 _KERNEL_OUTPUTS = {getattr(torch, name) for name in fused.KERNEL_OUTPUTS}
 
@@ -195,7 +191,8 @@ def _fused_path(x: torch.Tensor, dtype: torch.dtype, axis: int | None, per_item:
 
 def _run_fused(x, result, axis, scale, shift, clip, channels) -> bool:
     """Run the kernel on numpy views; False if the memory layout does not suit it."""
-    source, target = x.detach().numpy(), result.numpy()
+    source = (x.detach() if x.requires_grad else x).numpy()
+    target = result.numpy()
     if scale.ndim == 1 and scale.size == 1 and channels > 1:
         scale, shift = np.repeat(scale, channels), np.repeat(shift, channels)
     if x.is_contiguous() and result.is_contiguous():
