@@ -107,3 +107,22 @@ def test_failed_write_keeps_the_old_file(tmp_path, halves, monkeypatch):
         imagenorm.compute_stats(halves[1]).save(target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_between_image_spread_recorded_and_merged(tmp_path, rng):
+    dark = [random_image(rng, "uint8", (1, 8, 8)) // 4 for _ in range(3)]
+    bright = [(random_image(rng, "uint8", (1, 8, 8)) // 4 + 150).astype(np.uint8) for _ in range(2)]
+    stats = imagenorm.compute_stats(dark + bright, workers=2)
+    means = np.array([image.mean() for image in dark + bright])
+    stds = np.array([image.std() for image in dark + bright])
+    document = stats.to_dict()["between_images"]
+    assert document["images"] == 5
+    entry = document["channels"][0]
+    assert entry["mean_of_means"] == pytest.approx(means.mean(), rel=1e-12)
+    assert entry["std_of_means"] == pytest.approx(means.std(), rel=1e-12)
+    assert entry["mean_of_stds"] == pytest.approx(stds.mean(), rel=1e-12)
+    assert entry["std_of_stds"] == pytest.approx(stds.std(), rel=1e-12)
+    imagenorm.compute_stats(dark).save(tmp_path / "a.json")
+    imagenorm.compute_stats(bright).save(tmp_path / "b.json")
+    merged = imagenorm.DatasetStats.load(tmp_path / "a.json").merge(imagenorm.DatasetStats.load(tmp_path / "b.json"))
+    assert merged.to_dict()["between_images"]["channels"][0]["std_of_means"] == pytest.approx(means.std(), rel=1e-9)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import StatsFileError, display_path
 from .stats.result import DatasetStats
-from .stats.state import HISTOGRAM_DTYPES, PERCENTILES, FloatMoments, IntegerHistogram, Summary, percentile_key
+from .stats.state import HISTOGRAM_DTYPES, PERCENTILES, FloatMoments, ImageSpread, IntegerHistogram, Summary, percentile_key
 
 SCHEMA = "imagenorm.stats/1"
 
@@ -47,12 +47,31 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         "channels": channels,
         "pooled": {**_summary_dict(stats.pooled), "nonfinite": sum(stats.nonfinite)},
     }
+    if stats.spread is not None:
+        document["between_images"] = _spread_dict(stats)
     if stats.percentile_error is not None:
         document["percentile_max_error"] = {
             "channels": stats.percentile_error[:-1],
             "pooled": stats.percentile_error[-1],
         }
     return document
+
+
+def _spread_dict(stats: DatasetStats) -> dict[str, Any]:
+    """Per channel: mean and std over images of the per-image means and stds."""
+    means, stds = stats.spread.means, stats.spread.stds
+
+    def spread_of(moments, channel: int) -> tuple[float, float]:
+        count = max(int(moments.count[channel]), 1)
+        return float(moments.mean[channel]), float(np.sqrt(moments.m2[channel] / count))
+
+    channels = []
+    for channel in range(len(stats.channel_names)):
+        mean_of_means, std_of_means = spread_of(means, channel)
+        mean_of_stds, std_of_stds = spread_of(stds, channel)
+        channels.append({"mean_of_means": mean_of_means, "std_of_means": std_of_means,
+                         "mean_of_stds": mean_of_stds, "std_of_stds": std_of_stds})
+    return {"images": int(means.count[0]), "channels": channels}
 
 
 def _summary_dict(summary: Summary) -> dict[str, Any]:
@@ -146,11 +165,13 @@ def from_dict(document: Any) -> DatasetStats:
         state = _moments_from(channels)
         float_percentiles = [dict(c["percentiles"]) for c in channels] + [dict(document["pooled"]["percentiles"])]
     errors = document.get("percentile_max_error")
+    spread = _spread_from(document.get("between_images"), len(names))
     return DatasetStats(
         dtype=dtype,
         channel_names=names,
         state=state,
         files=_field(document, "files", int),
+        spread=spread,
         skipped=list(_field(document, "skipped", list)),
         ignored=int(document.get("ignored_non_images", 0)),
         alpha=str(document.get("alpha", "none")),
@@ -193,6 +214,18 @@ def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> N
     if start < 0 or start + counts.size > state.counts.shape[1] or (counts < 0).any():
         raise StatsFileError(f"channels[{channel}].histogram does not fit dtype {state.dtype}")
     state.counts[channel, start : start + counts.size] = counts  # an empty state: no pending banks
+
+
+def _spread_from(entry: Any, channels: int) -> ImageSpread | None:
+    """Rebuild the between-image moments (optional in the file)."""
+    if entry is None:
+        return None
+    rows = _field(entry, "channels", list, "between_images")
+    if len(rows) != channels:
+        raise StatsFileError(f"'between_images.channels' has {len(rows)} entries for {channels} channels")
+    images = _field(entry, "images", int, "between_images")
+    as_moments = lambda mean, std: _moments_from([{"count": images, "mean": r[mean], "std": r[std], "min": np.nan, "max": np.nan} for r in rows])
+    return ImageSpread(as_moments("mean_of_means", "std_of_means"), as_moments("mean_of_stds", "std_of_stds"))
 
 
 def _moments_from(channels: list[dict]) -> FloatMoments:

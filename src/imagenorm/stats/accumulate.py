@@ -19,7 +19,7 @@ from ..errors import EmptyDatasetError, ImagenormError, ReadError
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
 from .items import ItemSource
-from .state import HISTOGRAM_DTYPES, FloatHistogram, FloatMoments, IntegerHistogram
+from .state import HISTOGRAM_DTYPES, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram
 
 OnError = Literal["fail", "skip"]
 NonFinitePolicy = Literal["fail", "ignore"]
@@ -31,14 +31,17 @@ class PartialStats:
     """Statistics of some items: their state, how many, and which were skipped and why."""
 
     state: IntegerHistogram | FloatMoments | FloatHistogram
+    spread: ImageSpread | None = None  # per-image means and stds (first pass only)
     files: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
     palette: bool = False  # any palette image expanded
     bits: int = 0  # the most significant bits any image declared or used
 
     def merge(self, other: "PartialStats") -> "PartialStats":
+        spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
         return PartialStats(
             state=self.state.merge(other.state),
+            spread=spread,
             files=self.files + other.files,
             skipped=self.skipped + other.skipped,
             palette=self.palette or other.palette,
@@ -67,10 +70,15 @@ class Job:
             return IntegerHistogram.empty(dtype, len(channels))
         return FloatMoments.empty(len(channels))
 
+    def empty_partial(self) -> PartialStats:
+        spread = None if self.percentile_pass is not None else ImageSpread.empty(len(self.layout[1]))
+        return PartialStats(self.empty_state(), spread)
+
 
 def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
     """Reduce items ``start..stop-1`` of ``job`` to one PartialStats."""
-    partial = PartialStats(job.empty_state())
+    partial = job.empty_partial()
+    image_means, image_stds = [], []
     for index in range(start, stop):
         if index in job.exclude:
             continue
@@ -83,11 +91,16 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
                 raise
             partial.skipped.append((index, job.items.name(index), error.reason))
             continue
-        partial.state.update(image.pixels)
+        image_moments = partial.state.update(image.pixels)
+        if image_moments is not None:
+            image_means.append(image_moments[0])
+            image_stds.append(image_moments[1])
         partial.files += 1
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
         del image  # free the pixels before the next decode, so their memory is reused
+    if partial.spread is not None:
+        partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout[1]))
     return partial
 
 
@@ -135,7 +148,7 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None) -
     """Reduce all items of ``job``, with ``workers`` processes (0: in this process)."""
     total = len(job.items)
     chunks = list(chunk_ranges(total, workers))
-    merged = PartialStats(job.empty_state())
+    merged = job.empty_partial()
     for partial, size in _reduce_chunks(job, chunks, workers):
         merged = merged.merge(partial)
         if progress is not None:

@@ -81,6 +81,7 @@ def compute_stats(
         channel_names=channel_names,
         state=first_pass.state,
         files=first_pass.files,
+        spread=first_pass.spread,
         skipped=[{"path": name, "reason": reason} for _, name, reason in sorted(first_pass.skipped)],
         ignored=ignored,
         alpha=_alpha_record(options.alpha, channel_names),

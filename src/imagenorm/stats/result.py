@@ -14,6 +14,7 @@ from .state import (
     FLOAT_BINS,
     FloatHistogram,
     FloatMoments,
+    ImageSpread,
     IntegerHistogram,
     Summary,
     summarize_moments,
@@ -46,6 +47,7 @@ class DatasetStats:
     channel_names: tuple[str, ...]
     state: IntegerHistogram | FloatMoments
     files: int
+    spread: ImageSpread | None = None  # how images differ (per-image means and stds)
     skipped: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0
     alpha: str = "none"
@@ -131,6 +133,7 @@ class DatasetStats:
             channel_names=self.channel_names,
             state=self.state.merge(other.state),
             files=self.files + other.files,
+            spread=None if self.spread is None or other.spread is None else self.spread.merge(other.spread),
             skipped=self.skipped + other.skipped,
             ignored=self.ignored + other.ignored,
             alpha=self.alpha,

@@ -81,15 +81,15 @@ class IntegerHistogram:
     Example:
         >>> import numpy as np
         >>> state = IntegerHistogram.empty("uint8", channels=1)
-        >>> state.update(np.array([[[0, 10], [20, 30]]], np.uint8))
+        >>> state.update(np.array([[[0, 10], [20, 30]]], np.uint8))  # this image's mean and std
+        (array([15.]), array([11.18033989]))
         >>> state.summary(0).mean, state.summary(0).percentiles["50"]
         (15.0, 15.0)
     """
 
     def __init__(self, dtype: str, counts: np.ndarray) -> None:
         self.dtype = dtype
-        self._counts = counts  # (C, 2**bits) int64; bin b counts the value b + offset
-        self._banks: np.ndarray | None = None  # the kernel's working banks, not yet added
+        self.counts = counts  # (C, 2**bits) int64; bin b counts the value b + offset
 
     @classmethod
     def empty(cls, dtype: str, channels: int) -> "IntegerHistogram":
@@ -97,29 +97,21 @@ class IntegerHistogram:
         return cls(dtype, np.zeros((channels, 1 << bits), np.int64))
 
     @property
-    def counts(self) -> np.ndarray:
-        """(C, bins) counts; bin ``b`` counts the value ``b + offset``."""
-        if self._banks is not None:
-            self._counts += kernels.bins_to_values(self._banks.sum(axis=0), np.dtype(self.dtype))
-            self._banks = None
-        return self._counts
-
-    @property
     def offset(self) -> int:
         return int(np.iinfo(np.dtype(self.dtype)).min)
 
     @property
     def values(self) -> np.ndarray:
-        return np.arange(self._counts.shape[1], dtype=np.int64) + self.offset
+        return np.arange(self.counts.shape[1], dtype=np.int64) + self.offset
 
-    def update(self, pixels: np.ndarray) -> None:
-        """Count the samples of channel-first ``pixels`` ``(C, ...)``."""
-        if self._banks is None:
-            self._banks = np.zeros((kernels.BANKS, *self._counts.shape), np.int64)
-        kernels.count_values(pixels, self._banks)
-
-    def __getstate__(self) -> dict:
-        return {"dtype": self.dtype, "_counts": self.counts, "_banks": None}
+    def update(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count the samples of channel-first ``pixels`` ``(C, ...)``; returns the image's
+        per-channel mean and std (from its own histogram, no second look at the pixels)."""
+        banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
+        kernels.count_values(pixels, banks)
+        image = kernels.bins_to_values(banks.sum(axis=0), np.dtype(self.dtype))
+        self.counts += image
+        return histogram_moments(image, self.values)
 
     def merge(self, other: "IntegerHistogram") -> "IntegerHistogram":
         return IntegerHistogram(self.dtype, self.counts + other.counts)
@@ -132,6 +124,15 @@ class IntegerHistogram:
         """Statistics of one channel, or of all channels pooled (``channel=None``)."""
         counts = self.counts.sum(axis=0) if channel is None else self.counts[channel]
         return summarize_counts(self.values, counts)
+
+
+def histogram_moments(counts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and population std (float64) of data given as ``(C, bins)`` counts."""
+    total = np.maximum(counts.sum(axis=1), 1)
+    value = values.astype(np.float64)
+    mean = counts @ value / total
+    variance = np.einsum("cb,cb->c", counts, np.square(value[None, :] - mean[:, None])) / total
+    return mean, np.sqrt(variance)
 
 
 def summarize_counts(values: np.ndarray, counts: np.ndarray) -> Summary:
@@ -170,7 +171,7 @@ class FloatMoments:
     Example:
         >>> import numpy as np
         >>> a, b = FloatMoments.empty(1), FloatMoments.empty(1)
-        >>> a.update(np.array([[1.0, 2.0]])); b.update(np.array([[3.0, 4.0]]))
+        >>> image_moments = a.update(np.array([[1.0, 2.0]])), b.update(np.array([[3.0, 4.0]]))
         >>> merged = a.merge(b)
         >>> float(merged.mean[0]), float(merged.m2[0] / merged.count[0])
         (2.5, 1.25)
@@ -195,8 +196,11 @@ class FloatMoments:
             nonfinite=np.zeros(channels, np.int64),
         )
 
-    def update(self, pixels: np.ndarray) -> None:
-        """Add channel-first ``pixels``; non-finite values are counted, not used."""
+    def update(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add channel-first ``pixels``; non-finite values are counted, not used.
+
+        Returns the image's per-channel mean and std (NaN for a channel with no finite value).
+        """
         flat = pixels.reshape(pixels.shape[0], -1)
         batch = FloatMoments.empty(flat.shape[0])
         for channel, samples in enumerate(flat):
@@ -214,6 +218,9 @@ class FloatMoments:
                 batch.maximum[channel] = samples.max()
         merged = self.merge(batch)
         self.__dict__.update(merged.__dict__)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            empty = batch.count == 0
+            return np.where(empty, np.nan, batch.mean), np.where(empty, np.nan, np.sqrt(batch.m2 / batch.count))
 
     def merge(self, other: "FloatMoments") -> "FloatMoments":
         """Chan et al.'s parallel combination of two states."""
@@ -273,6 +280,7 @@ class FloatHistogram:
         return float(self.high[row] - self.low[row]) / FLOAT_BINS
 
     def update(self, pixels: np.ndarray) -> None:
+        """Bin the finite samples of channel-first ``pixels`` (per channel and pooled)."""
         flat = pixels.reshape(pixels.shape[0], -1)
         pooled_row = self.low.size - 1
         for channel, samples in enumerate(flat):
@@ -315,6 +323,33 @@ class FloatHistogram:
             value = a + (b - a) * gamma
             result[percentile_key(q)] = float(min(max(value, self.low[row]), self.high[row]))
         return result
+
+
+@dataclass
+class ImageSpread:
+    """How much images differ: per channel, moments of the per-image means and stds.
+
+    Reduction: Chan's merge of both (each image counts once, whatever its size).
+    """
+
+    means: FloatMoments
+    stds: FloatMoments
+
+    @classmethod
+    def empty(cls, channels: int) -> "ImageSpread":
+        return cls(FloatMoments.empty(channels), FloatMoments.empty(channels))
+
+    @classmethod
+    def of_images(cls, means: list[np.ndarray], stds: list[np.ndarray], channels: int) -> "ImageSpread":
+        """The spread of images given by their per-channel means and stds."""
+        spread = cls.empty(channels)
+        if means:
+            spread.means.update(np.stack(means, axis=1))
+            spread.stds.update(np.stack(stds, axis=1))
+        return spread
+
+    def merge(self, other: "ImageSpread") -> "ImageSpread":
+        return ImageSpread(self.means.merge(other.means), self.stds.merge(other.stds))
 
 
 def summarize_moments(moments: FloatMoments, histogram: FloatHistogram | None, row: int) -> Summary:
