@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import imagenorm
-from imagenorm import statsfile
+from imagenorm import atomic
 from imagenorm.errors import StatsFileError
 
 from conftest import random_image
@@ -102,7 +102,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, halves, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(statsfile.os, "fsync", broken_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         imagenorm.compute_stats(halves[1]).save(target)
     assert target.read_bytes() == before

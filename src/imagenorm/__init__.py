@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError  # noqa: E402
 from .stats import PERCENTILES, DatasetStats, Summary, compute_stats  # noqa: E402
 from . import functional  # noqa: E402
+from .datasets import ImageFolderDataset, NormalizedDataset, normalize_dataset  # noqa: E402
 from .transforms import AffineInverse, DegenerateStatisticsError, MinMaxScale, PercentileScale, Standardize  # noqa: E402
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "Summary",
     "PERCENTILES",
     "functional",
+    "ImageFolderDataset",
+    "NormalizedDataset",
+    "normalize_dataset",
     "Standardize",
     "MinMaxScale",
     "PercentileScale",

@@ -10,7 +10,7 @@ import functools
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+if not out.is_terminal:  # piped or captured: room for the tables instead of 80 columns
+    out = Console(highlight=False, width=120)
 
 
 class OnError(str, Enum):
@@ -50,6 +52,37 @@ class Convert(str, Enum):
     rgb = "rgb"
 
 
+class Method(str, Enum):
+    zscore = "zscore"
+    minmax = "minmax"
+    percentile = "percentile"
+
+
+STATS_OPTION = typer.Option(None, "--stats", "-s", help="Stats file from 'imagenorm stats' (not needed with --per-image).")
+METHOD_OPTION = typer.Option(..., "--method", "-m", help="zscore, minmax or percentile.")
+PER_IMAGE_OPTION = typer.Option(False, "--per-image", help="Each image's own statistics instead of the dataset's.")
+POOLED_OPTION = typer.Option(False, "--pooled", help="One value for all channels instead of one per channel.")
+RANGE_OPTION = typer.Option((0.0, 1.0), "--range", help="Output range of minmax and percentile, e.g. --range -1 1.")
+LOW_OPTION = typer.Option(0.5, "--low", help="Lower percentile of the percentile method.")
+HIGH_OPTION = typer.Option(99.5, "--high", help="Upper percentile of the percentile method.")
+
+
+def method_options(method: Method, per_image: bool, pooled: bool, out_range, low: float, high: float):
+    from .methods import MethodOptions
+
+    return MethodOptions(method.value, per_image, pooled, (float(out_range[0]), float(out_range[1])), low, high)
+
+
+def load_stats(stats_file: Optional[Path], per_image: bool):
+    from .stats import DatasetStats
+
+    if stats_file is None:
+        if not per_image:
+            raise typer.BadParameter("--stats is needed unless --per-image is given", param_hint="--stats")
+        return None
+    return DatasetStats.load(stats_file)
+
+
 def reports_errors(command):
     """Turn library errors into one red line on stderr and exit status 1."""
 
@@ -58,6 +91,9 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except ImagenormError as error:
+            err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except ValueError as error:  # e.g. a transform refusing the data it is given
             err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as error:
@@ -82,7 +118,7 @@ def stats(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles."""
-    from .report import progress_bar, print_stats
+    from .report import print_advice, print_stats, progress_bar
     from .stats import compute_stats
 
     with progress_bar(err, enabled=not quiet) as advance:
@@ -101,6 +137,89 @@ def stats(
     print_stats(out, result)
     if output is not None:
         out.print(f"wrote {escape(str(output))}", soft_wrap=True)
+    print_advice(out, result)
+
+
+@app.command()
+@reports_errors
+def check(
+    paths: List[str] = typer.Argument(..., help="Images to normalize and check (as for 'stats')."),
+    stats_file: Optional[Path] = STATS_OPTION,
+    method: Method = METHOD_OPTION,
+    per_image: bool = PER_IMAGE_OPTION,
+    pooled: bool = POOLED_OPTION,
+    out_range: Tuple[float, float] = RANGE_OPTION,
+    low: float = LOW_OPTION,
+    high: float = HIGH_OPTION,
+    tolerance: float = typer.Option(0.05, "--tolerance", "-t", min=0.0, help="Allowed miss (std units, or range fraction)."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Worker processes (0: none)."),
+    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on."),
+) -> None:
+    """Normalize on the fly and report what came out per channel; exit 1 when it misses."""
+    from .check import check_normalization
+    from .report import print_check
+
+    options = method_options(method, per_image, pooled, out_range, low, high)
+    report = check_normalization(paths, load_stats(stats_file, per_image), options, tolerance=tolerance,
+                                 workers=workers, on_error=on_error.value)
+    print_check(out, report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def apply(
+    paths: List[str] = typer.Argument(..., help="Images to normalize (as for 'stats')."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the normalized .npy copy (outside the sources)."),
+    stats_file: Optional[Path] = STATS_OPTION,
+    method: Method = METHOD_OPTION,
+    per_image: bool = PER_IMAGE_OPTION,
+    pooled: bool = POOLED_OPTION,
+    out_range: Tuple[float, float] = RANGE_OPTION,
+    low: float = LOW_OPTION,
+    high: float = HIGH_OPTION,
+    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a normalized float32 copy (.npy per image, mirroring the tree, with a manifest); resumable."""
+    from .apply import apply_normalization
+    from .report import progress_bar
+
+    options = method_options(method, per_image, pooled, out_range, low, high)
+    stats = load_stats(stats_file, per_image)
+    with progress_bar(err, enabled=not quiet) as advance:
+        report = apply_normalization(paths, stats, None if stats_file is None else str(stats_file), options,
+                                     str(output), on_error=on_error.value, progress=advance)
+    out.print(f"{report.written} written, {report.resumed} already there (resumed), {len(report.skipped)} skipped: "
+              f"{escape(options.describe())} into {escape(str(output))}", soft_wrap=True)
+    for entry in report.skipped:
+        out.print(escape(f"  skipped {entry['path']}: {entry['reason']}"), soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def plot(
+    stats_file: Path = typer.Argument(..., help="A stats file written by 'imagenorm stats'."),
+    output: Path = typer.Option(..., "--output", "-o", help="Image to write (.png, .svg or .pdf)."),
+    log: bool = typer.Option(False, "--log", help="Logarithmic counts."),
+) -> None:
+    """Per-channel histograms with mean, ±1 std and the 0.5/99.5 percentiles marked."""
+    from .plot import plot_histograms
+    from .stats import DatasetStats
+
+    plot_histograms(DatasetStats.load(stats_file), output, log=log)
+    out.print(f"wrote {escape(str(output))}", soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def advise(stats_file: Path = typer.Argument(..., help="A stats file written by 'imagenorm stats'.")) -> None:
+    """Recommend a normalization for the dataset, with the numbers behind each advice."""
+    from .report import print_advice
+    from .stats import DatasetStats
+
+    print_advice(out, DatasetStats.load(stats_file))
 
 
 @app.command()

@@ -109,3 +109,25 @@ def summary_lines(stats: DatasetStats) -> list[str]:
         lines.append(f"{len(stats.skipped)} file(s) skipped:")
         lines += [f"  {entry['path']}: {entry['reason']}" for entry in stats.skipped]
     return lines
+
+
+def print_advice(console: Console, stats: DatasetStats) -> None:
+    """The recommendations of :func:`imagenorm.advice.advise`, one line each."""
+    from .advice import advise
+
+    console.print("advice:")
+    for advice in advise(stats):
+        console.print(escape(f"  {advice}"), soft_wrap=True)
+
+
+def print_check(console: Console, report) -> None:
+    """Per channel what came out of the normalization, the promise and pass/FAIL."""
+    table = _table(f"check: {report.method}", ["channel", "mean", "std", "min", "max", "promised", "result"])
+    for channel in report.channels:
+        s = channel.summary
+        verdict = "[green]pass[/green]" if channel.passed else "[red]FAIL[/red]"
+        table.add_row(channel.name, *(f"{v:.4f}" for v in (s.mean, s.std, s.min, s.max)), channel.promise, verdict)
+    console.print(table)
+    console.print(f"{report.files} image(s) checked; {'passed' if report.passed else 'FAILED'}", soft_wrap=True)
+    for entry in report.skipped:
+        console.print(escape(f"  skipped {entry['path']}: {entry['reason']}"), soft_wrap=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import StatsFileError, display_path
 from .stats.result import DatasetStats
 from .stats.state import HISTOGRAM_DTYPES, PERCENTILES, FloatMoments, ImageSpread, IntegerHistogram, Summary, percentile_key
@@ -28,6 +28,9 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         entry = {"name": name, **_summary_dict(summary), "nonfinite": stats.nonfinite[index]}
         if isinstance(stats.state, IntegerHistogram):
             entry["histogram"] = _histogram_dict(stats.state, index)
+        elif stats.float_histograms is not None:
+            edges, counts = stats.float_histograms[index]
+            entry["histogram"] = {"edges": edges, "counts": counts}
         channels.append(entry)
     document = {
         "schema": SCHEMA,
@@ -100,20 +103,9 @@ def _histogram_dict(state: IntegerHistogram, channel: int) -> dict[str, Any]:
 
 def save(stats: DatasetStats, path: str | os.PathLike) -> None:
     """Write ``stats`` to ``path`` atomically: a failed write leaves the old file intact."""
-    path = os.fspath(path)
     text = json.dumps(to_dict(stats), indent=1, allow_nan=False) + "\n"
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".imagenorm-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_write(path) as file:
+        file.write(text)
 
 
 def load(path: str | os.PathLike) -> DatasetStats:
@@ -160,10 +152,11 @@ def from_dict(document: Any) -> DatasetStats:
         state = IntegerHistogram.empty(dtype, len(names))
         for index, entry in enumerate(channels):
             _fill_histogram(state, index, _field(entry, "histogram", dict, f"channels[{index}]"))
-        float_percentiles = None
+        float_percentiles = float_histograms = None
     else:
         state = _moments_from(channels)
         float_percentiles = [dict(c["percentiles"]) for c in channels] + [dict(document["pooled"]["percentiles"])]
+        float_histograms = _float_histograms(channels)
     errors = document.get("percentile_max_error")
     spread = _spread_from(document.get("between_images"), len(names))
     return DatasetStats(
@@ -179,6 +172,7 @@ def from_dict(document: Any) -> DatasetStats:
         significant_bits=document.get("significant_bits"),
         float_percentiles=float_percentiles,
         percentile_error=None if errors is None else [*errors["channels"], errors["pooled"]],
+        float_histograms=float_histograms,
         created_by=str(document.get("created_by", "")),
     )
 
@@ -226,6 +220,21 @@ def _spread_from(entry: Any, channels: int) -> ImageSpread | None:
     images = _field(entry, "images", int, "between_images")
     as_moments = lambda mean, std: _moments_from([{"count": images, "mean": r[mean], "std": r[std], "min": np.nan, "max": np.nan} for r in rows])
     return ImageSpread(as_moments("mean_of_means", "std_of_means"), as_moments("mean_of_stds", "std_of_stds"))
+
+
+def _float_histograms(channels: list[dict]) -> list | None:
+    """The optional (edges, counts) plot histograms of float data."""
+    if not all("histogram" in c for c in channels):
+        return None
+    result = []
+    for index, entry in enumerate(channels):
+        histogram = _field(entry, "histogram", dict, f"channels[{index}]")
+        edges = _field(histogram, "edges", list, f"channels[{index}].histogram")
+        counts = _field(histogram, "counts", list, f"channels[{index}].histogram")
+        if len(edges) != len(counts) + 1:
+            raise StatsFileError(f"channels[{index}].histogram needs one more edge than counts")
+        result.append((edges, counts))
+    return result
 
 
 def _moments_from(channels: list[dict]) -> FloatMoments:

@@ -12,7 +12,7 @@ from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
 from . import accumulate
 from .accumulate import Job, NonFinitePolicy, OnError
 from .items import as_item_source
-from .result import DatasetStats, float_percentiles_from
+from .result import DatasetStats, coarse_histograms, float_percentiles_from
 from .state import FloatMoments
 
 
@@ -25,6 +25,7 @@ def compute_stats(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     alpha: str = "drop",
     convert: str | None = None,
+    percentiles: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -41,6 +42,7 @@ def compute_stats(
         max_pixels: images with more pixels are refused before decoding (None: no limit).
         alpha: ``"drop"`` or ``"keep"`` an alpha channel.
         convert: ``"gray"`` or ``"rgb"`` to bring every image to one channel layout.
+        percentiles: False skips the second pass that float data need for percentiles.
         progress: called with the number of items done after each chunk.
 
     Returns:
@@ -72,10 +74,11 @@ def compute_stats(
     if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
         raise EmptyDatasetError("a channel has no finite value at all")
     dtype, channel_names = layout
-    float_percentiles = percentile_error = None
-    if isinstance(first_pass.state, FloatMoments):
+    float_percentiles = percentile_error = float_histograms = None
+    if isinstance(first_pass.state, FloatMoments) and percentiles:
         second_pass = accumulate.run(accumulate.percentile_job(job, first_pass), workers)
         float_percentiles, percentile_error = float_percentiles_from(second_pass.state)
+        float_histograms = coarse_histograms(second_pass.state)
     return DatasetStats(
         dtype=dtype,
         channel_names=channel_names,
@@ -89,6 +92,7 @@ def compute_stats(
         significant_bits=_fewer_bits(dtype, first_pass.bits),
         float_percentiles=float_percentiles,
         percentile_error=percentile_error,
+        float_histograms=float_histograms,
         created_by=f"imagenorm {__version__}",
     )
 

@@ -62,13 +62,16 @@ class DatasetItems(ItemSource):
         return len(self.dataset)
 
     def name(self, index: int) -> str:
-        return f"item {index}"
+        paths = getattr(self.dataset, "paths", None)  # e.g. ImageFolderDataset: name the file
+        return display_path(paths[index]) if paths is not None else f"item {index}"
 
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
         try:
             item = self.dataset[index]
+        except ReadError:
+            raise
         except Exception as error:
-            raise ReadError(self.name(index), f"the dataset raised {type(error).__name__}: {error}") from None
+            raise ReadError(self.name(index), f"{type(error).__name__}: {error}") from None
         return apply_channel_options(to_decoded(item, self.name(index)), options, self.name(index))
 
 

@@ -55,6 +55,7 @@ class DatasetStats:
     significant_bits: int | None = None  # declared by the files (PNG sBIT) when below the dtype's
     float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
     percentile_error: list[float] | None = None
+    float_histograms: list[tuple[list[float], list[int]]] | None = None  # per channel (edges, counts), 256 bins
     created_by: str = ""
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
 
@@ -174,6 +175,16 @@ def _merged_bits(a: DatasetStats, b: DatasetStats) -> int | None:
 def float_percentiles_from(histogram: FloatHistogram) -> tuple[list[dict[str, float]], list[float]]:
     rows = range(histogram.low.size)
     return [histogram.percentiles(r) for r in rows], [histogram.bin_width(r) for r in rows]
+
+
+def coarse_histograms(histogram: FloatHistogram, bins: int = 256) -> list[tuple[list[float], list[int]]]:
+    """Per channel (not pooled): ``bins`` equal bins between min and max, for plots."""
+    result = []
+    for row in range(histogram.low.size - 1):
+        counts = histogram.counts[row].reshape(bins, -1).sum(axis=1)
+        edges = np.linspace(histogram.low[row], histogram.high[row], bins + 1)
+        result.append((edges.tolist(), counts.tolist()))
+    return result
 
 
 def is_finite_number(value: float) -> bool:
