@@ -133,3 +133,86 @@ def test_python_dash_m_and_version(folder):
     assert "transforms.Normalize" in completed.stdout and completed.stderr == ""
     version = subprocess.run([sys.executable, "-m", "imagenorm", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("imagenorm ")
+
+
+@pytest.fixture
+def measured(folder, tmp_path):
+    assert invoke("stats", str(folder), "-o", str(tmp_path / "s.json")).exit_code == 0
+    return tmp_path / "s.json"
+
+
+def test_stats_prints_advice(folder):
+    result = invoke("stats", str(folder))
+    assert "advice:" in result.output and "memory: in memory" in result.output
+
+
+def test_check_passes_on_the_measured_data(folder, measured):
+    result = invoke("check", str(folder), "--stats", str(measured), "--method", "zscore")
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" pass") == 3 and "4 image(s) checked; passed" in result.output
+
+
+def test_check_fails_on_shifted_data(folder, measured, tmp_path, rng):
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for index in range(3):
+        write_pillow(shifted / f"{index}.png", (random_image(rng, "uint8", (12, 10, 3)) // 2 + 120).astype(np.uint8))
+    result = invoke("check", str(shifted), "-s", str(measured), "-m", "zscore")
+    assert result.exit_code == 1 and "FAIL" in result.output and "FAILED" in result.output
+    result = invoke("check", str(shifted), "-s", str(measured), "-m", "minmax", "--range", "-1", "1")
+    assert result.exit_code in (0, 1) and "within [-1, 1]" in result.output
+
+
+def test_check_per_image_needs_no_stats(folder):
+    result = invoke("check", str(folder), "-m", "zscore", "--per-image")
+    assert result.exit_code == 0, result.output
+    assert invoke("check", str(folder), "-m", "zscore").exit_code == 2  # --stats missing
+
+
+def test_check_with_stats_of_other_channels(folder, measured, tmp_path, rng):
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    write_pillow(gray / "a.png", random_image(rng, "uint8", (12, 10)))
+    result = invoke("check", str(gray), "-s", str(measured), "-m", "zscore")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(f"error: {gray / 'a.png'}: ValueError: Expected 3 channel(s)")
+
+
+def test_apply_writes_mirrored_npy_resumes_and_never_touches_sources(folder, measured, tmp_path):
+    (folder / "sub").mkdir()
+    write_pillow(folder / "sub" / "z.png", np.full((12, 10, 3), 100, np.uint8))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    out = tmp_path / "normalized"
+    result = invoke("apply", str(folder), "-s", str(measured), "-m", "minmax", "-o", str(out))
+    assert result.exit_code == 0, result.output and "5 written" in result.output
+    array = np.load(out / "sub" / "z.npy")
+    assert array.dtype == np.float32 and array.shape == (3, 12, 10)
+    manifest = json.loads((out / "imagenorm-manifest.json").read_text())
+    assert manifest["method"]["method"] == "minmax" and len(manifest["stats_sha256"]) == 64
+    assert manifest["files"]["sub/z.npy"] == "sub/z.png"
+    (out / "1.npy").unlink()  # as if interrupted
+    result = invoke("apply", str(folder), "-s", str(measured), "-m", "minmax", "-o", str(out))
+    assert "1 written, 4 already there (resumed)" in result.output
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    other = invoke("apply", str(folder), "-s", str(measured), "-m", "zscore", "-o", str(out))
+    assert other.exit_code == 1 and "made with other settings" in other.output
+
+
+def test_apply_refuses_the_source_tree(folder, measured):
+    result = invoke("apply", str(folder), "-s", str(measured), "-m", "zscore", "-o", str(folder / "out"))
+    assert result.exit_code == 1 and "refusing to write inside the source tree" in result.output
+
+
+def test_plot_and_advise(measured, tmp_path):
+    result = invoke("plot", str(measured), "-o", str(tmp_path / "h.png"), "--log")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = invoke("advise", str(measured))
+    assert result.exit_code == 0 and "channels:" in result.output
+
+
+def test_plot_without_matplotlib(measured, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = invoke("plot", str(measured), "-o", str(tmp_path / "h.png"))
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: plotting needs matplotlib: pip install 'imagenorm[plot]'"
