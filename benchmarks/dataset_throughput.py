@@ -1,0 +1,104 @@
+"""Epoch time of normalized datasets: in memory vs on the fly, and imagenorm vs the torchvision recipe.
+
+On 400 real-photo JPEGs of 500x375 (from the stats benchmark's folder), batch size 32:
+  - in memory: normalize_dataset(cache="memory"): the one-off fill, then an epoch;
+  - on the fly: normalize_dataset(cache="none"), DataLoader with 0 and 2 workers;
+  - per item, one process: ImageFolderDataset + Standardize against the torchvision-style
+    recipe (PIL -> RGB -> ToTensor-like float /255 -> Normalize), and against torchvision's
+    own ToTensor + Normalize when torchvision imports.
+
+    python benchmarks/dataset_throughput.py [--files 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import machine, photo_jpegs  # noqa: E402
+
+import imagenorm  # noqa: E402
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+class TorchvisionStyle(torch.utils.data.Dataset):
+    """What tutorials write: PIL -> convert("RGB") -> float in [0, 1] -> Normalize, per item."""
+
+    def __init__(self, paths, transform=None):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as image:
+            rgb = image.convert("RGB")
+            if self.transform is not None:
+                return self.transform(rgb)
+            tensor = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div(255)
+        return tensor.sub(MEAN).div(STD)
+
+
+def epoch(dataset, workers: int = 0) -> float:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers)
+    start = time.perf_counter()
+    for batch in loader:
+        batch.sum()  # touch the data, as a model would
+    return time.perf_counter() - start
+
+
+def best(function, rounds: int = 3) -> float:
+    return min(function() for _ in range(rounds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=400)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    paths = photo_jpegs(2000)[: args.files]
+    folder = imagenorm.ImageFolderDataset(paths, labels=False)
+    transform = imagenorm.Standardize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+    start = time.perf_counter()
+    in_memory = imagenorm.normalize_dataset(folder, transform, cache="memory")
+    fill = time.perf_counter() - start
+    on_the_fly = imagenorm.normalize_dataset(folder, transform, cache="none")
+    assert torch.equal(in_memory[7], on_the_fly[7])
+
+    rows = {
+        "in memory: fill once": fill,
+        "in memory: one epoch": best(lambda: epoch(in_memory)),
+        "on the fly: one epoch, 0 workers": best(lambda: epoch(on_the_fly)),
+        "on the fly: one epoch, 2 workers": best(lambda: epoch(on_the_fly, 2)),
+        "torchvision-style recipe: one epoch, 0 workers": best(lambda: epoch(TorchvisionStyle(paths))),
+        "torchvision-style recipe: one epoch, 2 workers": best(lambda: epoch(TorchvisionStyle(paths), 2)),
+    }
+    try:
+        from torchvision import transforms as T
+
+        real = TorchvisionStyle(paths, T.Compose([T.ToTensor(), T.Normalize(MEAN.flatten().tolist(), STD.flatten().tolist())]))
+        rows["torchvision ToTensor + Normalize: one epoch, 0 workers"] = best(lambda: epoch(real))
+    except Exception:  # torchvision is optional and does not import next to every torch build
+        pass
+    print(f"# dataset throughput: {len(paths)} JPEGs 500x375, batch 32, torch threads 1; {machine()}; {date.today()}")
+    print(f"in-memory size: {in_memory._images.numel() * 4 / 2**20:.0f} MiB; {in_memory.reason}")
+    for name, seconds in rows.items():
+        print(f"{name:58s} {seconds:8.3f} s {len(paths) / seconds:9.1f} images/s")
+    recipe = rows["torchvision-style recipe: one epoch, 0 workers"]
+    print(f"on the fly vs torchvision-style recipe (0 workers): {recipe / rows['on the fly: one epoch, 0 workers']:.2f}x faster")
+    print(f"in-memory epoch vs on the fly (0 workers): {rows['on the fly: one epoch, 0 workers'] / rows['in memory: one epoch']:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
