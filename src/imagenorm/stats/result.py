@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -81,11 +80,9 @@ class DatasetStats:
         if isinstance(self.state, IntegerHistogram):
             return self.state.summary(channel)
         moments = self.state.pooled() if channel is None else self.state.select(channel)
-        summary = summarize_moments(moments, None, 0)
         row = len(self.channel_names) if channel is None else channel
-        if self.float_percentiles is not None:
-            summary = Summary(**{**summary.__dict__, "percentiles": dict(self.float_percentiles[row])})
-        return summary
+        percentiles = {} if self.float_percentiles is None else dict(self.float_percentiles[row])
+        return summarize_moments(moments, percentiles)
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -186,6 +183,3 @@ def coarse_histograms(histogram: FloatHistogram, bins: int = 256) -> list[tuple[
         result.append((edges.tolist(), counts.tolist()))
     return result
 
-
-def is_finite_number(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

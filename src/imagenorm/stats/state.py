@@ -116,9 +116,6 @@ class IntegerHistogram:
     def merge(self, other: "IntegerHistogram") -> "IntegerHistogram":
         return IntegerHistogram(self.dtype, self.counts + other.counts)
 
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
 
     def summary(self, channel: int | None) -> Summary:
         """Statistics of one channel, or of all channels pooled (``channel=None``)."""
@@ -249,9 +246,6 @@ class FloatMoments:
         pick = slice(channel, channel + 1)
         return FloatMoments(*(getattr(self, name)[pick] for name in ("count", "mean", "m2", "minimum", "maximum", "nonfinite")))
 
-    @property
-    def total(self) -> int:
-        return int(self.count.sum())
 
 
 @dataclass
@@ -352,12 +346,11 @@ class ImageSpread:
         return ImageSpread(self.means.merge(other.means), self.stds.merge(other.stds))
 
 
-def summarize_moments(moments: FloatMoments, histogram: FloatHistogram | None, row: int) -> Summary:
-    """Summary of one channel (or the pooled row) of float state."""
+def summarize_moments(moments: FloatMoments, percentiles: dict[str, float]) -> Summary:
+    """Summary of one-channel float state (a channel, or all pooled) with given percentiles."""
     n = int(moments.count[0])
     if n == 0:
         raise ImagenormError("no finite pixel was counted")
-    percentiles = histogram.percentiles(row) if histogram is not None else {}
     return Summary(
         count=n,
         mean=float(moments.mean[0]),
