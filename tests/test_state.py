@@ -148,3 +148,35 @@ class TestFloatMoments:
             got = histogram.percentiles(row)
             for q in PERCENTILES:
                 assert abs(got[percentile_key(q)] - np.percentile(values, q)) <= histogram.bin_width(row)
+
+
+class TestWideIntegers:
+    def test_int32_ranged_histogram_is_exact_and_merges(self, rng):
+        parts = [rng.integers(-3024, 3071, (1, 20, 30)).astype(np.int32) for _ in range(3)]
+        parts[1] += 5000  # another range: the bins grow
+        merged = IntegerHistogram.empty("int32", 1)
+        for part in parts:
+            piece = IntegerHistogram.empty("int32", 1)
+            piece.update(part)
+            merged = merged.merge(piece)
+        ref = reference(parts)["channels"][0]
+        got = merged.summary(0)
+        assert (got.min, got.max, got.count) == (ref["min"], ref["max"], ref["count"])
+        assert got.mean == pytest.approx(ref["mean"], rel=1e-12) and got.std == pytest.approx(ref["std"], rel=1e-12)
+        assert got.percentiles == ref["percentiles"]
+
+    def test_too_wide_values_continue_as_moments(self, tmp_path, rng):
+        import imagenorm
+
+        images = [rng.integers(-(2**30), 2**30, (1, 10, 10)).astype(np.int32) for _ in range(3)]
+        for index, image in enumerate(images):
+            np.save(tmp_path / f"{index}.npy", image)
+        stats = imagenorm.compute_stats(tmp_path, workers=2)
+        assert not stats.exact
+        values = np.concatenate([i.ravel() for i in images]).astype(np.float64)
+        assert stats.pooled.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert stats.pooled.std == pytest.approx(values.std(), rel=1e-12)
+        assert (stats.pooled.min, stats.pooled.max) == (values.min(), values.max())
+        stats.save(tmp_path / "s.json")
+        loaded = imagenorm.DatasetStats.load(tmp_path / "s.json")
+        assert loaded.pooled.mean == stats.pooled.mean and not loaded.exact

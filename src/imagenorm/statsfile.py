@@ -148,7 +148,7 @@ def from_dict(document: Any) -> DatasetStats:
     for index, entry in enumerate(channels):
         _check_summary(entry, f"channels[{index}]")
     _check_summary(_field(document, "pooled", dict), "pooled")
-    if dtype in HISTOGRAM_DTYPES:
+    if dtype in HISTOGRAM_DTYPES and document.get("exact", True):
         state = IntegerHistogram.empty(dtype, len(names))
         for index, entry in enumerate(channels):
             _fill_histogram(state, index, _field(entry, "histogram", dict, f"channels[{index}]"))
@@ -204,10 +204,15 @@ def _check_summary(entry: Any, where: str) -> None:
 def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> None:
     first = _field(histogram, "first_value", int, f"channels[{channel}].histogram")
     counts = np.asarray(_field(histogram, "counts", list, f"channels[{channel}].histogram"), dtype=np.int64)
-    start = first - state.offset
-    if start < 0 or start + counts.size > state.counts.shape[1] or (counts < 0).any():
+    if (counts < 0).any():
+        raise StatsFileError(f"channels[{channel}].histogram has negative counts")
+    info = np.iinfo(np.dtype(state.dtype))
+    if first < info.min or first + counts.size - 1 > info.max:
         raise StatsFileError(f"channels[{channel}].histogram does not fit dtype {state.dtype}")
-    state.counts[channel, start : start + counts.size] = counts  # an empty state: no pending banks
+    part = np.zeros((state.counts.shape[0], counts.size), np.int64)
+    part[channel] = counts
+    merged = state.merge(IntegerHistogram(state.dtype, part, first))
+    state.counts, state.offset = merged.counts, merged.offset
 
 
 def _spread_from(entry: Any, channels: int) -> ImageSpread | None:

@@ -54,6 +54,9 @@ class ReadOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     alpha: AlphaPolicy = "drop"
     convert: ConvertTo | None = None
+    dicom_values: Literal["modality", "stored"] = "modality"  # RescaleSlope/Intercept applied (CT in HU)
+    monochrome1: Literal["keep", "invert"] = "keep"  # MONOCHROME1: values as stored, or inverted
+    nifti_4d: Literal["channels", "pooled"] = "channels"  # a 4-D NIfTI's 4th axis
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class DecodedImage:
     channels: tuple[str, ...]
     palette: bool = False  # palette indices were expanded to colours
     significant_bits: int | None = None  # declared by the file (PNG sBIT), if fewer than the dtype's
+    spacing: tuple[float, ...] | None = None  # voxel size (mm) where the file says (DICOM, NIfTI)
+    notes: tuple[str, ...] = ()  # what the reader decided, e.g. "MONOCHROME1 kept as stored"
 
     @property
     def bits(self) -> int:
@@ -90,7 +95,7 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     if reader is None:
         raise ReadError(path, f"not a supported image format ({os.path.splitext(path)[1] or 'no extension'})")
     try:
-        image = reader(path, options.max_pixels)
+        image = reader(path, options)
     except ReadError:
         raise
     except MemoryError:
@@ -171,18 +176,36 @@ def generic_channels(count: int) -> tuple[str, ...]:
     return tuple(f"channel{i}" for i in range(count))
 
 
-def reader_for(path: str) -> Callable[[str, int | None], DecodedImage] | None:
-    """The reader function for ``path``'s extension, or None if not an image."""
-    return _readers_by_extension().get(os.path.splitext(path)[1].lower())
+def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
+    """The reader function for ``path``'s extension, or None if not an image.
+
+    A file without extension is read as DICOM if it has the DICOM preamble ("DICM" at byte 128).
+    """
+    name = path.lower()
+    if name.endswith(".nii.gz"):
+        return _readers_by_extension()[".nii"]
+    extension = os.path.splitext(name)[1]
+    if not extension and _has_dicom_preamble(path):
+        return _readers_by_extension()[".dcm"]
+    return _readers_by_extension().get(extension)
+
+
+def _has_dicom_preamble(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            file.seek(128)
+            return file.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 @functools.cache
-def _readers_by_extension() -> dict[str, Callable[[str, int | None], DecodedImage]]:
-    from . import netpbm, numpy_file, pillow, tiff
+def _readers_by_extension() -> dict[str, Callable[[str, ReadOptions], DecodedImage]]:
+    from . import dicom, netpbm, nifti, numpy_file, pillow, tiff
 
     return {
         extension: module.read
-        for module in (pillow, netpbm, tiff, numpy_file)
+        for module in (pillow, netpbm, tiff, numpy_file, dicom, nifti)
         for extension in module.EXTENSIONS
     }
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ReadError
-from . import GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
+from . import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".pgm", ".ppm", ".pnm", ".pbm")
 
 
-def read(path: str, max_pixels: int | None) -> DecodedImage:
+def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode a Netpbm file with its raw sample values."""
     from PIL import Image
 
     with Image.open(path) as image:  # header only: the size, for the pixel limit
         width, height = image.size
-    check_pixel_limit(path, width * height, max_pixels)
+    check_pixel_limit(path, width * height, options.max_pixels)
     return read_with_opencv(path)
 
 

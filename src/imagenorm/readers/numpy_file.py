@@ -12,13 +12,13 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import DecodedImage, array_channels, check_pixel_limit
+from . import ReadOptions, DecodedImage, array_channels, check_pixel_limit
 
 EXTENSIONS = (".npy",)
 _CHANNEL_COUNTS = (1, 3, 4)
 
 
-def read(path: str, max_pixels: int | None) -> DecodedImage:
+def read(path: str, options: ReadOptions) -> DecodedImage:
     """Load an ``.npy`` file of integer or float samples."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -27,7 +27,7 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
     if array.dtype.kind not in "uif" and array.dtype != np.bool_:
         raise ReadError(path, f"unsupported array dtype {array.dtype} (expected integers or floats)")
     pixels = to_channel_first(array, path)
-    check_pixel_limit(path, math.prod(pixels.shape[1:]), max_pixels)
+    check_pixel_limit(path, math.prod(pixels.shape[1:]), options.max_pixels)
     pixels = np.asarray(pixels)  # read the mapped data now, inside the size limit
     if pixels.dtype == np.bool_:
         pixels = pixels.astype(np.uint8)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ReadError
-from . import GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
+from . import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 
@@ -18,13 +18,13 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 _EXACT_MODES = {"L": GRAY, "LA": ("gray", "alpha"), "RGB": None, "RGBA": None, "I;16": GRAY, "F": GRAY}
 
 
-def read(path: str, max_pixels: int | None) -> DecodedImage:
+def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode with Pillow, refusing oversized images before any pixel is decoded."""
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with a clearer message
     with Image.open(path) as image:
         width, height = image.size
         frames = getattr(image, "n_frames", 1)
-        check_pixel_limit(path, width * height * frames, max_pixels)
+        check_pixel_limit(path, width * height * frames, options.max_pixels)
         header = png_header(path) if image.format == "PNG" else None
         if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6):
             image.verify()  # walks every chunk and CRC: a truncated file fails here

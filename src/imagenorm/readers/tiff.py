@@ -7,12 +7,12 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import DecodedImage, array_channels, channels_for, check_pixel_limit
+from . import ReadOptions, DecodedImage, array_channels, channels_for, check_pixel_limit
 
 EXTENSIONS = (".tif", ".tiff")
 
 
-def read(path: str, max_pixels: int | None) -> DecodedImage:
+def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode all series of a TIFF file.
 
     One series becomes ``(C, *spatial)`` (pages become a leading spatial axis); a file
@@ -25,7 +25,7 @@ def read(path: str, max_pixels: int | None) -> DecodedImage:
         if not series:
             raise ReadError(path, "cannot decode: no image data in the TIFF file")
         total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
-        check_pixel_limit(path, total, max_pixels)
+        check_pixel_limit(path, total, options.max_pixels)
         arrays = [_channel_first(s.asarray(), s.axes) for s in series]
         has_alpha = bool(tif.pages[0].extrasamples)
     counts = {a.shape[0] for a in arrays}

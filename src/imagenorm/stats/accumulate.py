@@ -19,7 +19,7 @@ from ..errors import EmptyDatasetError, ImagenormError, ReadError
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
 from .items import ItemSource
-from .state import HISTOGRAM_DTYPES, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram
+from .state import HISTOGRAM_DTYPES, KERNEL_DTYPES, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram, RangeTooWide
 
 OnError = Literal["fail", "skip"]
 NonFinitePolicy = Literal["fail", "ignore"]
@@ -91,7 +91,11 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
                 raise
             partial.skipped.append((index, job.items.name(index), error.reason))
             continue
-        image_moments = partial.state.update(image.pixels)
+        try:
+            image_moments = partial.state.update(image.pixels)
+        except RangeTooWide:  # 32-bit values too spread for bins: continue with exact-merge moments
+            partial.state = partial.state.to_moments()
+            image_moments = partial.state.update(image.pixels)
         if image_moments is not None:
             image_means.append(image_moments[0])
             image_stds.append(image_moments[1])
@@ -194,7 +198,7 @@ def _reduce_in_worker(chunk: tuple[int, int]) -> PartialStats:
 def prepare(job: Job) -> None:
     """Compile the histogram kernel in this process, so forked workers inherit it."""
     dtype, channels = job.layout
-    if dtype in HISTOGRAM_DTYPES:
+    if dtype in KERNEL_DTYPES:
         kernels.warm_up(np.dtype(dtype), len(channels))
 
 

@@ -25,8 +25,11 @@ from . import kernels
 #: Percentiles every stats file reports, as numpy.percentile's ``q``.
 PERCENTILES = (0.5, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.5)
 
-#: Dtypes counted exactly, value by value.
-HISTOGRAM_DTYPES = ("uint8", "int8", "uint16", "int16")
+#: Dtypes counted exactly, value by value: by the compiled kernel (all values), or in a
+#: range that grows with the data (32-bit integers).
+KERNEL_DTYPES = ("uint8", "int8", "uint16", "int16")
+HISTOGRAM_DTYPES = KERNEL_DTYPES + ("int32", "uint32")
+MAX_RANGE_BINS = 1 << 24
 
 #: Bins of the float percentile histogram (error at most one bin width).
 FLOAT_BINS = 1 << 16
@@ -75,8 +78,16 @@ def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PE
     return result
 
 
+class RangeTooWide(Exception):
+    """32-bit values spread wider than an exact histogram may grow; moments take over."""
+
+
 class IntegerHistogram:
-    """Exact per-channel value counts of 8- or 16-bit integer pixels.
+    """Exact per-channel value counts of integer pixels.
+
+    8- and 16-bit data use one bin per possible value, filled by the compiled kernel.
+    32-bit data (e.g. DICOM values after an integer rescale) use bins from the smallest to
+    the largest value seen, grown as needed, up to ``MAX_RANGE_BINS`` per channel.
 
     Example:
         >>> import numpy as np
@@ -87,18 +98,17 @@ class IntegerHistogram:
         (15.0, 15.0)
     """
 
-    def __init__(self, dtype: str, counts: np.ndarray) -> None:
+    def __init__(self, dtype: str, counts: np.ndarray, offset: int | None = None) -> None:
         self.dtype = dtype
-        self.counts = counts  # (C, 2**bits) int64; bin b counts the value b + offset
+        self.counts = counts  # (C, bins) int64; bin b counts the value b + offset
+        self.offset = int(np.iinfo(np.dtype(dtype)).min) if offset is None else int(offset)
 
     @classmethod
     def empty(cls, dtype: str, channels: int) -> "IntegerHistogram":
-        bits = np.dtype(dtype).itemsize * 8
-        return cls(dtype, np.zeros((channels, 1 << bits), np.int64))
-
-    @property
-    def offset(self) -> int:
-        return int(np.iinfo(np.dtype(self.dtype)).min)
+        if dtype in KERNEL_DTYPES:
+            bits = np.dtype(dtype).itemsize * 8
+            return cls(dtype, np.zeros((channels, 1 << bits), np.int64))
+        return cls(dtype, np.zeros((channels, 0), np.int64), offset=0)
 
     @property
     def values(self) -> np.ndarray:
@@ -107,15 +117,67 @@ class IntegerHistogram:
     def update(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Count the samples of channel-first ``pixels`` ``(C, ...)``; returns the image's
         per-channel mean and std (from its own histogram, no second look at the pixels)."""
-        banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
-        kernels.count_values(pixels, banks)
-        image = kernels.bins_to_values(banks.sum(axis=0), np.dtype(self.dtype))
-        self.counts += image
-        return histogram_moments(image, self.values)
+        if self.dtype in KERNEL_DTYPES:
+            banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
+            kernels.count_values(pixels, banks)
+            image = kernels.bins_to_values(banks.sum(axis=0), np.dtype(self.dtype))
+            self.counts += image
+            return histogram_moments(image, self.values)
+        flat = pixels.reshape(pixels.shape[0], -1)
+        if flat.shape[1] == 0:
+            return np.full(flat.shape[0], np.nan), np.full(flat.shape[0], np.nan)
+        low, high = int(flat.min()), int(flat.max())
+        self._cover(low, high)
+        image = np.stack([np.bincount(row.astype(np.int64) - low, minlength=high - low + 1) for row in flat])
+        start = low - self.offset
+        self.counts[:, start : start + image.shape[1]] += image
+        return histogram_moments(image, np.arange(low, high + 1, dtype=np.int64))
 
-    def merge(self, other: "IntegerHistogram") -> "IntegerHistogram":
-        return IntegerHistogram(self.dtype, self.counts + other.counts)
+    def _cover(self, low: int, high: int) -> None:
+        """Grow the bins to hold ``low..high``."""
+        if self.counts.shape[1] == 0:
+            first, last = low, high
+        else:
+            first, last = min(low, self.offset), max(high, self.offset + self.counts.shape[1] - 1)
+        if last - first + 1 > MAX_RANGE_BINS:
+            raise RangeTooWide(f"{self.dtype} values from {first} to {last} span more than {MAX_RANGE_BINS:,} bins")
+        if (first, last) == (self.offset, self.offset + self.counts.shape[1] - 1):
+            return
+        grown = np.zeros((self.counts.shape[0], last - first + 1), np.int64)
+        if self.counts.shape[1]:
+            start = self.offset - first
+            grown[:, start : start + self.counts.shape[1]] = self.counts
+        self.counts, self.offset = grown, first
 
+    def to_moments(self) -> "FloatMoments":
+        """The same data as float64 moments (when the values range too wide for bins)."""
+        channels = self.counts.shape[0]
+        moments = FloatMoments.empty(channels)
+        if self.counts.shape[1] == 0:
+            return moments
+        mean, std = histogram_moments(self.counts, self.values)
+        moments.count = self.counts.sum(axis=1)
+        moments.mean = np.where(moments.count > 0, mean, 0.0)
+        moments.m2 = np.where(moments.count > 0, std * std * moments.count, 0.0)
+        for channel in range(channels):
+            present = np.flatnonzero(self.counts[channel])
+            if present.size:
+                moments.minimum[channel] = present[0] + self.offset
+                moments.maximum[channel] = present[-1] + self.offset
+        return moments
+
+    def merge(self, other: "IntegerHistogram | FloatMoments") -> "IntegerHistogram | FloatMoments":
+        if isinstance(other, FloatMoments):
+            return self.to_moments().merge(other)
+        if self.offset == other.offset and self.counts.shape == other.counts.shape:
+            return IntegerHistogram(self.dtype, self.counts + other.counts, self.offset)
+        merged = IntegerHistogram(self.dtype, self.counts.copy(), self.offset)
+        for part in (other,):
+            if part.counts.shape[1]:
+                merged._cover(part.offset, part.offset + part.counts.shape[1] - 1)
+                start = part.offset - merged.offset
+                merged.counts[:, start : start + part.counts.shape[1]] += part.counts
+        return merged
 
     def summary(self, channel: int | None) -> Summary:
         """Statistics of one channel, or of all channels pooled (``channel=None``)."""
@@ -219,8 +281,10 @@ class FloatMoments:
             empty = batch.count == 0
             return np.where(empty, np.nan, batch.mean), np.where(empty, np.nan, np.sqrt(batch.m2 / batch.count))
 
-    def merge(self, other: "FloatMoments") -> "FloatMoments":
+    def merge(self, other: "FloatMoments | IntegerHistogram") -> "FloatMoments":
         """Chan et al.'s parallel combination of two states."""
+        if isinstance(other, IntegerHistogram):
+            other = other.to_moments()
         count = self.count + other.count
         safe = np.maximum(count, 1)
         delta = other.mean - self.mean

@@ -1,0 +1,105 @@
+"""DICOM through pydicom (the ``medical`` extra): modality values, signed data, multi-frame.
+
+By default values are in modality units: RescaleSlope and RescaleIntercept are applied, so
+CT is in Hounsfield units. Integer slope and intercept keep integer data exact: the result
+is int16 when every value the file can hold fits int16 (12-bit CT: -1024..3071), else
+uint16 or int32; other rescales give float64. ``dicom_values="stored"`` keeps the stored
+values. MONOCHROME1 images (where low values display bright) are kept as stored by default
+and say so; ``monochrome1="invert"`` maps them to MONOCHROME2 orientation first.
+Compressed transfer syntaxes need a decoder plugin (pylibjpeg and its JPEG/JPEG 2000
+plugins, in the ``medical`` extra); a missing one is an error naming the file and the extra.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ReadError
+from . import GRAY, RGB, DecodedImage, ReadOptions, channel_first, check_pixel_limit
+
+EXTENSIONS = (".dcm", ".dicom")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read(path: str, options: ReadOptions) -> DecodedImage:
+    """Decode one DICOM file (all frames)."""
+    pydicom = _pydicom()
+    dataset = pydicom.dcmread(path)
+    if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
+        kind = getattr(dataset.get("SOPClassUID"), "name", "unknown SOP class")
+        raise ReadError(path, f"no pixel data (a DICOM {kind} object)")
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
+    stored = _pixels(dataset, path)
+    notes = []
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
+        if options.monochrome1 == "invert":
+            low, high = _stored_range(dataset)
+            stored = (high + low - stored.astype(np.int64)).astype(stored.dtype)
+            notes.append("MONOCHROME1 inverted")
+        else:
+            notes.append("MONOCHROME1 kept as stored (low values display bright)")
+    values = stored if options.dicom_values == "stored" else _modality(dataset, stored)
+    samples = int(dataset.get("SamplesPerPixel", 1))
+    if samples == 1:
+        pixels, names = values[None], GRAY
+    else:
+        pixels, names = channel_first(values), RGB if samples == 3 else tuple(f"channel{i}" for i in range(samples))
+    return DecodedImage(pixels=pixels, channels=names, spacing=_spacing(dataset), notes=tuple(notes))
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise ReadError("DICOM", "reading DICOM needs pydicom: pip install 'imagenorm[medical]'") from None
+    return pydicom
+
+
+def _pixels(dataset, path: str) -> np.ndarray:
+    try:
+        return dataset.pixel_array
+    except (RuntimeError, NotImplementedError, ImportError) as error:
+        syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+        name = getattr(syntax, "name", str(syntax))
+        if syntax is not None and getattr(syntax, "is_compressed", False) and "plugin" in str(error).lower() or "no pixel data handler" in str(error).lower() or "available" in str(error).lower():
+            raise ReadError(path, f"compressed as {name} and no installed decoder handles it: pip install 'imagenorm[medical]'") from None
+        raise ReadError(path, f"cannot decode the pixel data ({name}): {str(error).splitlines()[0]}") from None
+    except (ValueError, EOFError, OSError) as error:
+        raise ReadError(path, f"cannot decode the pixel data: {str(error).splitlines()[0]}") from None
+
+
+def _stored_range(dataset) -> tuple[int, int]:
+    """The values the stored pixels can take (BitsStored, PixelRepresentation)."""
+    bits = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 16)))
+    if int(dataset.get("PixelRepresentation", 0)) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _modality(dataset, stored: np.ndarray) -> np.ndarray:
+    """Stored values to modality units, integer where slope and intercept are integers."""
+    if "ModalityLUTSequence" in dataset:
+        from pydicom.pixels import apply_modality_lut
+
+        return apply_modality_lut(stored, dataset)
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == 0 or stored.dtype.kind == "f":
+        return stored if stored.dtype.kind != "f" or (slope == 1 and intercept == 0) else stored * slope + intercept
+    if slope.is_integer() and intercept.is_integer():
+        low, high = sorted(v * slope + intercept for v in _stored_range(dataset))
+        for target in (np.int16, np.uint16, np.int32):
+            info = np.iinfo(target)
+            if info.min <= low and high <= info.max:
+                return (stored.astype(np.int64) * int(slope) + int(intercept)).astype(target)
+    return stored.astype(np.float64) * slope + intercept
+
+
+def _spacing(dataset) -> tuple[float, ...] | None:
+    spacing = dataset.get("PixelSpacing")
+    if spacing is None:
+        return None
+    thickness = dataset.get("SliceThickness")
+    values = [float(v) for v in spacing] + ([float(thickness)] if thickness not in (None, "") else [])
+    return tuple(values)

@@ -1,0 +1,51 @@
+"""NIfTI-1 and NIfTI-2 (``.nii``, ``.nii.gz``) through nibabel (the ``medical`` extra).
+
+``scl_slope``/``scl_inter`` are applied; unscaled integer volumes keep their dtype (so
+their statistics are exact), scaled ones become float64. Big-endian data are converted
+to native order. A 3-D volume is one channel ``(1, X, Y, Z)``; the 4th axis of a 4-D
+volume is the channel axis (``nifti_4d="channels"``) or pooled into one channel
+(``"pooled"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ReadError
+from . import GRAY, DecodedImage, ReadOptions, array_channels, check_pixel_limit
+
+EXTENSIONS = (".nii",)  # and .nii.gz, matched by reader_for
+
+
+def read(path: str, options: ReadOptions) -> DecodedImage:
+    """Decode a NIfTI volume with its scaling applied."""
+    try:
+        import nibabel
+    except ImportError:
+        raise ReadError(path, "reading NIfTI needs nibabel: pip install 'imagenorm[medical]'") from None
+    image = nibabel.load(path)
+    shape = image.shape
+    check_pixel_limit(path, math.prod(shape[:3]) * (math.prod(shape[3:]) if len(shape) > 3 else 1), options.max_pixels)
+    data = _scaled(image)
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if data.ndim <= 3:
+        return DecodedImage(pixels=data.reshape((1,) + data.shape), channels=GRAY, spacing=zooms)
+    volumes = data.reshape(data.shape[:3] + (-1,))
+    if options.nifti_4d == "pooled":
+        return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms)
+    pixels = np.moveaxis(volumes, -1, 0)
+    return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]), spacing=zooms)
+
+
+def _scaled(image) -> np.ndarray:
+    """The voxel values with scl_slope/scl_inter applied, integer dtype kept when unscaled."""
+    proxy = image.dataobj
+    slope, intercept = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    unscaled = (slope is None or np.isnan(slope) or slope == 1) and (intercept is None or np.isnan(intercept) or intercept == 0)
+    if unscaled and hasattr(proxy, "get_unscaled"):
+        return np.asarray(proxy.get_unscaled())
+    return np.asarray(image.get_fdata(dtype=np.float64))
