@@ -13,7 +13,7 @@ from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError
 from .stats import PERCENTILES, DatasetStats, Summary, compute_stats  # noqa: E402
 from . import functional  # noqa: E402
 from .datasets import ImageFolderDataset, NormalizedDataset, normalize_dataset  # noqa: E402
-from .transforms import AffineInverse, DegenerateStatisticsError, MinMaxScale, PercentileScale, Standardize  # noqa: E402
+from .transforms import AffineInverse, CTNormalize, DegenerateStatisticsError, MinMaxScale, PercentileScale, Standardize  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -28,6 +28,7 @@ __all__ = [
     "Standardize",
     "MinMaxScale",
     "PercentileScale",
+    "CTNormalize",
     "AffineInverse",
     "DegenerateStatisticsError",
     "ImagenormError",

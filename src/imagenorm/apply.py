@@ -21,7 +21,7 @@ from .atomic import atomic_write
 from .datasets import ImageFolderDataset
 from .errors import ImagenormError, ReadError, display_path
 from .methods import MethodOptions, build_transform
-from .sources import PathSource
+from .sources import PathSource, source_root
 
 MANIFEST = "imagenorm-manifest.json"
 SCHEMA = "imagenorm.apply/1"
@@ -33,13 +33,6 @@ class ApplyReport:
     resumed: int = 0  # already written by an earlier, interrupted run
     skipped: list[dict[str, str]] = field(default_factory=list)
     output: str = ""
-
-
-def source_root(paths: list[str], source: PathSource) -> str:
-    """The folder the copy mirrors: the named folder, or the common parent of the files."""
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        return os.path.abspath(source)
-    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
 
 
 def output_names(paths: list[str], root: str) -> list[str]:

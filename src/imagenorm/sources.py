@@ -123,3 +123,10 @@ def _read_list(list_file: str) -> Iterable[tuple[str, bool]]:
                 yield from _expand(path)
             else:  # reported by the reader, so that --on-error skip can list it
                 yield path, True
+
+
+def source_root(paths: list[str], source: PathSource) -> str:
+    """The folder a source's tree hangs from: the named folder, or the common parent of the files."""
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return os.path.abspath(source)
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])

@@ -44,6 +44,7 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         "ignored_non_images": stats.ignored,
         "skipped": stats.skipped,
         "channel_names": list(stats.channel_names),
+        "mask": stats.mask,
         "alpha": stats.alpha,
         "palette_expanded": stats.palette_expanded,
         "percentile_method": stats.percentile_method,
@@ -174,6 +175,7 @@ def from_dict(document: Any) -> DatasetStats:
         percentile_error=None if errors is None else [*errors["channels"], errors["pooled"]],
         float_histograms=float_histograms,
         created_by=str(document.get("created_by", "")),
+        mask=document.get("mask"),
     )
 
 

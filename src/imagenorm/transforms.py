@@ -29,7 +29,7 @@ from .errors import ImagenormError
 from .stats.result import DatasetStats
 from .stats.state import percentile_key
 
-__all__ = ["Standardize", "MinMaxScale", "PercentileScale", "AffineInverse", "DegenerateStatisticsError"]
+__all__ = ["Standardize", "MinMaxScale", "PercentileScale", "CTNormalize", "AffineInverse", "DegenerateStatisticsError"]
 
 
 class DegenerateStatisticsError(ImagenormError, ValueError):
@@ -348,6 +348,57 @@ class PercentileScale(MinMaxScale):
 
     def extra_repr(self) -> str:
         return f"q={self.q}, " + super().extra_repr()
+
+
+class CTNormalize(Standardize):
+    """nnU-Net-style CT normalization: clip to foreground percentiles, then z-score with the
+    foreground mean and std — in one pass.
+
+    ``(clip(x, p_low, p_high) - mean) / std``. Since std > 0 this equals clipping the
+    standardized values to ``(p - mean) / std``, which the one-pass kernel does. Build it from
+    statistics measured over the foreground (``compute_stats(..., mask=...)``). One channel
+    (or pooled statistics), as for CT.
+
+    Example:
+        >>> import torch
+        >>> t = CTNormalize(mean=[40.0], std=[100.0], clip_range=(-960.0, 1040.0), value_scale=32767.0)  # raw HU
+        >>> t(torch.tensor([[-3000, 40, 140, 3000]], dtype=torch.int16))
+        tensor([[-10.,   0.,   1.,  10.]])
+    """
+
+    def __init__(self, mean, std, *, clip_range: tuple[float, float], **options) -> None:
+        super().__init__(mean, std, **options)
+        if len(np.asarray(mean).reshape(-1)) != 1:
+            raise ValueError("CTNormalize takes one channel (or pooled statistics)")
+        low, high = (float(v) for v in clip_range)
+        if not low < high:
+            raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
+        self.clip_range = (low, high)
+
+    @classmethod
+    def from_stats(cls, stats: DatasetStats, *, low: float = 0.5, high: float = 99.5, eps: float | None = None,
+                   **options) -> "CTNormalize":
+        """Foreground percentiles ``low``/``high``, mean and std from ``stats`` (pooled over channels)."""
+        summary = stats.pooled
+        keys = (percentile_key(low), percentile_key(high))
+        missing = [k for k in keys if k not in summary.percentiles]
+        if missing:
+            raise ValueError(f"{_stats_name(stats)} has no percentile {missing[0]}")
+        _check_spread(np.array([summary.std]), ("pooled",), "std", _stats_name(stats), eps)
+        if stats.mask is None:
+            import warnings
+
+            warnings.warn(f"{_stats_name(stats)} was measured over all voxels, not a foreground mask", stacklevel=2)
+        return cls([summary.mean], [summary.std], clip_range=(summary.percentiles[keys[0]], summary.percentiles[keys[1]]),
+                   channel_wise=False, eps=eps, value_scale=stats.value_scale, stats_dtype=stats.dtype, **options)
+
+    def _affine_raw(self):
+        scale, shift, _ = super()._affine_raw()
+        bounds = tuple(float(v * scale[0] + shift[0]) for v in self.clip_range)
+        return scale, shift, bounds
+
+    def extra_repr(self) -> str:
+        return f"clip_range={self.clip_range}, " + super().extra_repr()
 
 
 class AffineInverse(nn.Module):

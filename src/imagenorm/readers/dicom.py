@@ -57,15 +57,19 @@ def _pydicom():
 
 
 def _pixels(dataset, path: str) -> np.ndarray:
+    """The stored pixel values, with decoder failures turned into one clear reason."""
     try:
         return dataset.pixel_array
     except (RuntimeError, NotImplementedError, ImportError) as error:
-        syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
-        if syntax is not None and getattr(syntax, "is_compressed", False) and "plugin" in str(error).lower() or "no pixel data handler" in str(error).lower() or "available" in str(error).lower():
-            raise ReadError(path, f"compressed as {name} and no installed decoder handles it: pip install 'imagenorm[medical]'") from None
-        raise ReadError(path, f"cannot decode the pixel data ({name}): {str(error).splitlines()[0]}") from None
-    except (ValueError, EOFError, OSError) as error:
+        text = str(error)
+        if "missing dependencies" in text or isinstance(error, ImportError):
+            raise ReadError(path, f"compressed as {name}, and no installed decoder handles it: pip install 'imagenorm[medical]'") from None
+        details = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        reason = details[0] if details else text.splitlines()[0]
+        raise ReadError(path, f"cannot decode the {name} pixel data: {reason}") from None
+    except (ValueError, EOFError, OSError, AttributeError) as error:
         raise ReadError(path, f"cannot decode the pixel data: {str(error).splitlines()[0]}") from None
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 
 from ..errors import EmptyDatasetError, ImagenormError, ReadError
+from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
 from .items import ItemSource
@@ -61,6 +62,7 @@ class Job:
     nonfinite: NonFinitePolicy = "fail"
     percentile_pass: FloatHistogram | None = None  # set for the second pass over float data
     exclude: frozenset[int] = frozenset()
+    mask: MaskSpec | None = None  # count only the voxels inside it
 
     def empty_state(self):
         dtype, channels = self.layout
@@ -85,24 +87,25 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         try:
             image = job.items.load(index, job.options)
             check_layout(job, index, image)
-            check_finite(job, index, image.pixels)
+            pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "")
+            check_finite(job, index, pixels)
         except ReadError as error:
             if job.on_error == "fail":
                 raise
             partial.skipped.append((index, job.items.name(index), error.reason))
             continue
         try:
-            image_moments = partial.state.update(image.pixels)
+            image_moments = partial.state.update(pixels)
         except RangeTooWide:  # 32-bit values too spread for bins: continue with exact-merge moments
             partial.state = partial.state.to_moments()
-            image_moments = partial.state.update(image.pixels)
+            image_moments = partial.state.update(pixels)
         if image_moments is not None:
             image_means.append(image_moments[0])
             image_stds.append(image_moments[1])
         partial.files += 1
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
-        del image  # free the pixels before the next decode, so their memory is reused
+        del image, pixels  # free the pixels before the next decode, so their memory is reused
     if partial.spread is not None:
         partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout[1]))
     return partial

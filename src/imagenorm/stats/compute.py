@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import __version__
-from ..errors import EmptyDatasetError
+from ..errors import EmptyDatasetError, ImagenormError, display_path
+from ..masks import MaskSpec
 from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
+from ..sources import source_root
 from . import accumulate
 from .accumulate import Job, NonFinitePolicy, OnError
-from .items import as_item_source
+from .items import FileItems, as_item_source
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
 from .state import FloatMoments
 
@@ -26,6 +29,11 @@ def compute_stats(
     alpha: str = "drop",
     convert: str | None = None,
     percentiles: bool = True,
+    mask: str | None = None,
+    mask_dir: str | None = None,
+    dicom_values: str = "modality",
+    monochrome1: str = "keep",
+    nifti_4d: str = "channels",
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -43,6 +51,11 @@ def compute_stats(
         alpha: ``"drop"`` or ``"keep"`` an alpha channel.
         convert: ``"gray"`` or ``"rgb"`` to bring every image to one channel layout.
         percentiles: False skips the second pass that float data need for percentiles.
+        mask: count only foreground voxels: ``"nonzero"`` or ``"threshold:>-500"`` (>=, <, <=).
+        mask_dir: count only voxels inside a mask file per image, at the image's relative path.
+        dicom_values: ``"modality"`` (rescale applied: CT in HU) or ``"stored"``.
+        monochrome1: MONOCHROME1 DICOM images ``"keep"`` their values or are ``"invert"``-ed.
+        nifti_4d: the 4th axis of NIfTI volumes as ``"channels"`` or ``"pooled"`` into one.
         progress: called with the number of items done after each chunk.
 
     Returns:
@@ -64,9 +77,11 @@ def compute_stats(
     items, ignored = as_item_source(source)
     if len(items) == 0:
         raise EmptyDatasetError("the dataset is empty")
-    options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert)
+    options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert, dicom_values=dicom_values,
+                          monochrome1=monochrome1, nifti_4d=nifti_4d)
     layout, first_name = accumulate.probe_layout(items, options, on_error)
-    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite)
+    mask_spec = _mask_spec(mask, mask_dir, items, source)
+    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite, mask=mask_spec)
     accumulate.prepare(job)
     first_pass = accumulate.run(job, workers, progress)
     if first_pass.files == 0:
@@ -94,7 +109,22 @@ def compute_stats(
         percentile_error=percentile_error,
         float_histograms=float_histograms,
         created_by=f"imagenorm {__version__}",
+        mask=None if mask_spec is None else mask_spec.describe(),
     )
+
+
+def _mask_spec(mask: str | None, mask_dir: str | None, items, source) -> MaskSpec | None:
+    if mask is not None and mask_dir is not None:
+        raise ValueError("give mask or mask_dir, not both")
+    if mask is not None:
+        return MaskSpec.parse(mask)
+    if mask_dir is None:
+        return None
+    if not isinstance(items, FileItems):
+        raise ImagenormError("mask_dir needs image files (their relative paths name the masks)")
+    if not os.path.isdir(mask_dir):
+        raise ImagenormError(f"{display_path(mask_dir)}: no such mask folder")
+    return MaskSpec.files(mask_dir, source_root(items.paths, source))
 
 
 def _fewer_bits(dtype: str, bits: int) -> int | None:

@@ -31,6 +31,10 @@ class ItemSource:
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
         raise NotImplementedError
 
+    def path(self, index: int) -> str | None:
+        """The file behind item ``index``, if there is one."""
+        return None
+
 
 @dataclass
 class FileItems(ItemSource):
@@ -46,6 +50,9 @@ class FileItems(ItemSource):
 
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
         return read_image(self.paths[index], options)
+
+    def path(self, index: int) -> str | None:
+        return self.paths[index]
 
 
 @dataclass

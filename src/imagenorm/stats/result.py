@@ -56,6 +56,7 @@ class DatasetStats:
     percentile_error: list[float] | None = None
     float_histograms: list[tuple[list[float], list[int]]] | None = None  # per channel (edges, counts), 256 bins
     created_by: str = ""
+    mask: str | None = None  # the foreground mask the statistics were restricted to
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
 
     # --- derived numbers -------------------------------------------------------
@@ -140,6 +141,7 @@ class DatasetStats:
             float_percentiles=None,
             percentile_error=None,
             created_by=self.created_by,
+            mask=self.mask if self.mask == other.mask else None,
         )
 
     # --- files -----------------------------------------------------------------
