@@ -361,8 +361,8 @@ class CTNormalize(Standardize):
 
     Example:
         >>> import torch
-        >>> t = CTNormalize(mean=[40.0], std=[100.0], clip_range=(-960.0, 1040.0), value_scale=32767.0)  # raw HU
-        >>> t(torch.tensor([[-3000, 40, 140, 3000]], dtype=torch.int16))
+        >>> t = CTNormalize(mean=[0.0], std=[100.0], clip_range=(-1000.0, 1000.0), value_scale=32767.0)  # raw HU
+        >>> t(torch.tensor([[-3000, 0, 100, 3000]], dtype=torch.int16))
         tensor([[-10.,   0.,   1.,  10.]])
     """
 
