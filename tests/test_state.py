@@ -180,3 +180,13 @@ class TestWideIntegers:
         stats.save(tmp_path / "s.json")
         loaded = imagenorm.DatasetStats.load(tmp_path / "s.json")
         assert loaded.pooled.mean == stats.pooled.mean and not loaded.exact
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">i2", "<i2"])
+def test_big_endian_counts_like_native(dtype, rng):
+    pixels = rng.integers(-1000, 1000, (1, 9, 9)).astype(np.int16).astype(dtype)
+    native = pixels.astype(pixels.dtype.newbyteorder("="))
+    a, b = IntegerHistogram.empty(native.dtype.name, 1), IntegerHistogram.empty(native.dtype.name, 1)
+    a.update(pixels)
+    b.update(native)
+    np.testing.assert_array_equal(a.counts, b.counts)

@@ -52,6 +52,21 @@ class Convert(str, Enum):
     rgb = "rgb"
 
 
+class DicomValues(str, Enum):
+    modality = "modality"
+    stored = "stored"
+
+
+class Monochrome1(str, Enum):
+    keep = "keep"
+    invert = "invert"
+
+
+class Nifti4D(str, Enum):
+    channels = "channels"
+    pooled = "pooled"
+
+
 class Method(str, Enum):
     zscore = "zscore"
     minmax = "minmax"
@@ -115,6 +130,12 @@ def stats(
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse larger images before decoding."),
     alpha: Alpha = typer.Option(Alpha.drop, "--alpha", help="Drop or keep an alpha channel."),
     convert: Optional[Convert] = typer.Option(None, "--convert", help="Convert every image to gray or rgb."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="Foreground only: nonzero, or threshold:>-500 (>=, <, <=)."),
+    mask_dir: Optional[Path] = typer.Option(None, "--mask-dir", help="Foreground only: a mask file per image at the same relative path."),
+    dicom_values: DicomValues = typer.Option(DicomValues.modality, "--dicom-values", help="DICOM: modality units (rescale applied; CT in HU) or stored values."),
+    monochrome1: Monochrome1 = typer.Option(Monochrome1.keep, "--monochrome1", help="DICOM MONOCHROME1: keep values as stored, or invert."),
+    nifti_4d: Nifti4D = typer.Option(Nifti4D.channels, "--nifti-4d", help="NIfTI 4th axis: channels, or pooled into one."),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write a per-image audit (CSV) here and flag outliers."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles."""
@@ -130,13 +151,25 @@ def stats(
             max_pixels=max_pixels,
             alpha=alpha.value,
             convert=convert.value if convert else None,
+            mask=mask,
+            mask_dir=None if mask_dir is None else str(mask_dir),
+            dicom_values=dicom_values.value,
+            monochrome1=monochrome1.value,
+            nifti_4d=nifti_4d.value,
+            audit=per_image is not None,
             progress=advance,
         )
     if output is not None:
         result.save(output)
+    if per_image is not None:
+        from .audit import write_csv
+
+        write_csv(result.audit_rows, per_image)
     print_stats(out, result)
     if output is not None:
         out.print(f"wrote {escape(str(output))}", soft_wrap=True)
+    if per_image is not None:
+        out.print(f"wrote {escape(str(per_image))} ({len(result.audit_rows)} rows)", soft_wrap=True)
     print_advice(out, result)
 
 

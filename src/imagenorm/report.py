@@ -81,9 +81,13 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
     """The tables, the torchvision line and the summary of what was measured."""
     console.print(moments_table(stats))
     console.print(percentiles_table(stats))
-    if stats.value_scale != 1.0:
+    if stats.value_scale != 1.0 and stats.value_scale < 2**31 - 1:
         console.print(scaled_table(stats))
-    console.print(escape(stats.normalize_line()), soft_wrap=True)
+        console.print(escape(stats.normalize_line()), soft_wrap=True)
+    elif stats.value_scale == 1.0:
+        console.print(escape(stats.normalize_line()), soft_wrap=True)
+    else:
+        console.print(f"no [0, 1] scale for {stats.dtype} values (e.g. HU after a DICOM rescale): normalize with imagenorm's transforms", soft_wrap=True)
     for line in summary_lines(stats):
         console.print(escape(line), soft_wrap=True)
 
@@ -97,6 +101,14 @@ def summary_lines(stats: DatasetStats) -> list[str]:
             f"[0, 1] scale (raw / {stats.value_scale:g}) values reach only {full / stats.value_scale:.4f}; "
             f"divide by {full} for a full [0, 1] range"
         )
+    if stats.mask:
+        lines.append(f"statistics over the foreground only: {stats.mask}")
+    lines += [f"note: {note}" for note in stats.notes]
+    if stats.flagged:
+        lines.append(f"{len(stats.flagged)} image(s) flagged by the per-image audit:")
+        lines += [f"  {entry['path']}: {'; '.join(entry['reasons'])}" for entry in stats.flagged]
+    elif stats.flagged is not None:
+        lines.append("per-image audit: no image stands out")
     if stats.ignored:
         lines.append(f"{stats.ignored} file(s) that are not images were ignored")
     if stats.alpha == "kept" or stats.palette_expanded:

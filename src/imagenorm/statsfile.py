@@ -45,12 +45,15 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         "skipped": stats.skipped,
         "channel_names": list(stats.channel_names),
         "mask": stats.mask,
+        "notes": stats.notes,
         "alpha": stats.alpha,
         "palette_expanded": stats.palette_expanded,
         "percentile_method": stats.percentile_method,
         "channels": channels,
         "pooled": {**_summary_dict(stats.pooled), "nonfinite": sum(stats.nonfinite)},
     }
+    if stats.flagged is not None:
+        document["flagged"] = stats.flagged
     if stats.spread is not None:
         document["between_images"] = _spread_dict(stats)
     if stats.percentile_error is not None:
@@ -176,6 +179,8 @@ def from_dict(document: Any) -> DatasetStats:
         float_histograms=float_histograms,
         created_by=str(document.get("created_by", "")),
         mask=document.get("mask"),
+        notes=list(document.get("notes", [])),
+        flagged=document.get("flagged"),
     )
 
 

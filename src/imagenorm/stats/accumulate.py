@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 
 from ..errors import EmptyDatasetError, ImagenormError, ReadError
+from ..audit import image_row
 from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
@@ -37,6 +38,8 @@ class PartialStats:
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
     palette: bool = False  # any palette image expanded
     bits: int = 0  # the most significant bits any image declared or used
+    notes: frozenset[str] = frozenset()  # what readers decided (e.g. MONOCHROME1 policy)
+    rows: list[dict] = field(default_factory=list)  # per-image audit rows, in item order
 
     def merge(self, other: "PartialStats") -> "PartialStats":
         spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
@@ -47,6 +50,8 @@ class PartialStats:
             skipped=self.skipped + other.skipped,
             palette=self.palette or other.palette,
             bits=max(self.bits, other.bits),
+            notes=self.notes | other.notes,
+            rows=self.rows + other.rows,
         )
 
 
@@ -63,6 +68,7 @@ class Job:
     percentile_pass: FloatHistogram | None = None  # set for the second pass over float data
     exclude: frozenset[int] = frozenset()
     mask: MaskSpec | None = None  # count only the voxels inside it
+    audit: bool = False  # collect a row of statistics per image
 
     def empty_state(self):
         dtype, channels = self.layout
@@ -105,10 +111,22 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         partial.files += 1
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
+        partial.notes |= frozenset(image.notes)
+        if job.audit and job.percentile_pass is None:
+            partial.rows.append(_audit_row(job, index, image, pixels))
         del image, pixels  # free the pixels before the next decode, so their memory is reused
     if partial.spread is not None:
         partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout[1]))
     return partial
+
+
+def _audit_row(job: Job, index: int, image: DecodedImage, pixels: np.ndarray) -> dict:
+    if pixels.dtype.kind == "f":
+        nonfinite = (~np.isfinite(pixels.reshape(pixels.shape[0], -1))).sum(axis=1)
+    else:
+        nonfinite = np.zeros(pixels.shape[0], np.int64)
+    return image_row(job.items.name(index), image.pixels.shape[1:], image.pixels.dtype.name, image.spacing,
+                     image.channels, pixels, nonfinite)
 
 
 def check_layout(job: Job, index: int, image: DecodedImage) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
+from ..audit import flag_outliers
 from ..errors import EmptyDatasetError, ImagenormError, display_path
 from ..masks import MaskSpec
 from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
@@ -34,6 +35,7 @@ def compute_stats(
     dicom_values: str = "modality",
     monochrome1: str = "keep",
     nifti_4d: str = "channels",
+    audit: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -56,6 +58,8 @@ def compute_stats(
         dicom_values: ``"modality"`` (rescale applied: CT in HU) or ``"stored"``.
         monochrome1: MONOCHROME1 DICOM images ``"keep"`` their values or are ``"invert"``-ed.
         nifti_4d: the 4th axis of NIfTI volumes as ``"channels"`` or ``"pooled"`` into one.
+        audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
+            the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
 
     Returns:
@@ -81,7 +85,7 @@ def compute_stats(
                           monochrome1=monochrome1, nifti_4d=nifti_4d)
     layout, first_name = accumulate.probe_layout(items, options, on_error)
     mask_spec = _mask_spec(mask, mask_dir, items, source)
-    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite, mask=mask_spec)
+    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite, mask=mask_spec, audit=audit)
     accumulate.prepare(job)
     first_pass = accumulate.run(job, workers, progress)
     if first_pass.files == 0:
@@ -94,7 +98,7 @@ def compute_stats(
         second_pass = accumulate.run(accumulate.percentile_job(job, first_pass), workers)
         float_percentiles, percentile_error = float_percentiles_from(second_pass.state)
         float_histograms = coarse_histograms(second_pass.state)
-    return DatasetStats(
+    result = DatasetStats(
         dtype=dtype,
         channel_names=channel_names,
         state=first_pass.state,
@@ -110,7 +114,12 @@ def compute_stats(
         float_histograms=float_histograms,
         created_by=f"imagenorm {__version__}",
         mask=None if mask_spec is None else mask_spec.describe(),
+        notes=sorted(first_pass.notes),
     )
+    if audit:
+        result.audit_rows = first_pass.rows
+        result.flagged = flag_outliers(first_pass.rows, result)
+    return result
 
 
 def _mask_spec(mask: str | None, mask_dir: str | None, items, source) -> MaskSpec | None:

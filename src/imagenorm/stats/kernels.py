@@ -56,6 +56,8 @@ def count_values(pixels: np.ndarray, banks: np.ndarray) -> None:
     Channel-last buffers (what decoders produce) and channel-first ones are both
     read in place; other strides are copied first.
     """
+    if not pixels.dtype.isnative:  # big-endian data (DICOM, NIfTI, TIFF): the bit patterns must be native
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     unsigned = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
     channels = unsigned.shape[0]
     channel_last = unsigned.transpose((*range(1, unsigned.ndim), 0))

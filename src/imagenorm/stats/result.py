@@ -57,6 +57,9 @@ class DatasetStats:
     float_histograms: list[tuple[list[float], list[int]]] | None = None  # per channel (edges, counts), 256 bins
     created_by: str = ""
     mask: str | None = None  # the foreground mask the statistics were restricted to
+    notes: list[str] = field(default_factory=list)  # what readers decided, e.g. a MONOCHROME1 policy
+    flagged: list[dict] | None = None  # images that stand out (per-image audit)
+    audit_rows: list[dict] | None = field(default=None, repr=False, compare=False)  # not saved
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
 
     # --- derived numbers -------------------------------------------------------
@@ -142,6 +145,7 @@ class DatasetStats:
             percentile_error=None,
             created_by=self.created_by,
             mask=self.mask if self.mask == other.mask else None,
+            notes=sorted(set(self.notes) | set(other.notes)),
         )
 
     # --- files -----------------------------------------------------------------
