@@ -47,16 +47,29 @@ class TestExactness:
         assert stats.dtype == dtype and stats.files == len(pixels) and stats.exact
         assert_matches_reference(stats, reference(pixels))
 
-    def test_float_folder_matches_reference(self, tmp_path, rng):
+    def test_float_folder_matches_reference_exactly(self, tmp_path, rng):
         pixels = make_folder(tmp_path, rng, "float32", 3)
-        stats = imagenorm.compute_stats(tmp_path)
+        stats = imagenorm.compute_stats(tmp_path, workers=2)
+        assert stats.percentile_error == [0.0] * 4 and stats.percentile_method.startswith("exact")
+        assert_matches_reference(stats, reference(pixels))  # percentiles included, exactly
+
+    def test_float_histogram_percentiles_within_their_bound(self, tmp_path, rng):
+        pixels = make_folder(tmp_path, rng, "float32", 3)
+        stats = imagenorm.compute_stats(tmp_path, float_percentiles="histogram")
         ref = reference(pixels)
         assert_matches_reference(stats, ref, exact_percentiles=False)
         widths = stats.percentile_error
+        assert all(w > 0 for w in widths)
         for row, want in enumerate(ref["channels"] + [ref["pooled"]]):
             got = (stats.channels + [stats.pooled])[row].percentiles
             for key, value in want["percentiles"].items():
                 assert abs(got[key] - value) <= widths[row]
+
+    def test_float_percentiles_exact_with_ties_and_concentrated_values(self, rng):
+        images = [np.round(rng.normal(0, 1, (1, 40, 50)), 1).astype(np.float64) for _ in range(3)]
+        images[1][0, :10] = 1e6  # an outlier stretches the range: most values share few bins
+        stats = imagenorm.compute_stats(images)
+        assert_matches_reference(stats, reference(images))
 
     def test_real_photographs_from_scikit_image(self):
         names = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]

@@ -190,3 +190,29 @@ def test_big_endian_counts_like_native(dtype, rng):
     a.update(pixels)
     b.update(native)
     np.testing.assert_array_equal(a.counts, b.counts)
+
+
+@given(
+    hnp.arrays(np.float64, st.integers(2, 300), elements=st.floats(-1e3, 1e3).map(lambda v: round(v, 1))),
+    st.lists(st.integers(1, 299), max_size=4),
+)
+@settings(max_examples=40, deadline=None)
+def test_exact_float_percentiles_of_any_split(data, cuts):
+    """Three passes (moments, histogram, bracketed values) over any split give numpy's percentiles."""
+    from imagenorm.stats.state import BracketValues
+
+    parts = [p[None, None, :] for p in np.split(data, sorted(set(c for c in cuts if c < data.size))) if p.size]
+    moments = FloatMoments.empty(1)
+    for part in parts:
+        moments.update(part)
+    histogram = FloatHistogram.for_moments(moments)
+    for part in parts:
+        piece = FloatHistogram(histogram.low, histogram.high)
+        piece.update(part)
+        histogram = histogram.merge(piece)
+    brackets = BracketValues.for_histogram(histogram)
+    for part in reversed(parts):
+        piece = brackets.empty()
+        piece.update(part)
+        brackets = brackets.merge(piece)
+    assert brackets.percentiles(0) == {percentile_key(q): float(np.percentile(data, q)) for q in PERCENTILES}

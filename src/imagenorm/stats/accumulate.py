@@ -21,7 +21,7 @@ from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
 from .items import ItemSource
-from .state import HISTOGRAM_DTYPES, KERNEL_DTYPES, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram, RangeTooWide
+from .state import HISTOGRAM_DTYPES, KERNEL_DTYPES, BracketValues, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram, RangeTooWide
 
 OnError = Literal["fail", "skip"]
 NonFinitePolicy = Literal["fail", "ignore"]
@@ -66,12 +66,15 @@ class Job:
     on_error: OnError = "fail"
     nonfinite: NonFinitePolicy = "fail"
     percentile_pass: FloatHistogram | None = None  # set for the second pass over float data
+    bracket_pass: BracketValues | None = None  # set for the third pass (exact float percentiles)
     exclude: frozenset[int] = frozenset()
     mask: MaskSpec | None = None  # count only the voxels inside it
     audit: bool = False  # collect a row of statistics per image
 
     def empty_state(self):
         dtype, channels = self.layout
+        if self.bracket_pass is not None:
+            return self.bracket_pass.empty()
         if self.percentile_pass is not None:
             return FloatHistogram(self.percentile_pass.low, self.percentile_pass.high)
         if dtype in HISTOGRAM_DTYPES:
@@ -79,7 +82,8 @@ class Job:
         return FloatMoments.empty(len(channels))
 
     def empty_partial(self) -> PartialStats:
-        spread = None if self.percentile_pass is not None else ImageSpread.empty(len(self.layout[1]))
+        later_pass = self.percentile_pass is not None or self.bracket_pass is not None
+        spread = None if later_pass else ImageSpread.empty(len(self.layout[1]))
         return PartialStats(self.empty_state(), spread)
 
 
@@ -112,7 +116,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
         partial.notes |= frozenset(image.notes)
-        if job.audit and job.percentile_pass is None:
+        if job.audit and partial.spread is not None:
             partial.rows.append(_audit_row(job, index, image, pixels))
         del image, pixels  # free the pixels before the next decode, so their memory is reused
     if partial.spread is not None:
@@ -214,6 +218,11 @@ def _init_worker(job: Job) -> None:
 
 def _reduce_in_worker(chunk: tuple[int, int]) -> PartialStats:
     return accumulate_range(_worker_job, *chunk)
+
+
+def bracket_job(job: Job, histogram: FloatHistogram) -> Job:
+    """The third pass over float data: collect the values in the bins holding the target ranks."""
+    return replace(job, percentile_pass=None, bracket_pass=BracketValues.for_histogram(histogram))
 
 
 def prepare(job: Job) -> None:

@@ -36,6 +36,7 @@ def compute_stats(
     monochrome1: str = "keep",
     nifti_4d: str = "channels",
     audit: bool = False,
+    float_percentiles: str = "exact",
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -58,6 +59,9 @@ def compute_stats(
         dicom_values: ``"modality"`` (rescale applied: CT in HU) or ``"stored"``.
         monochrome1: MONOCHROME1 DICOM images ``"keep"`` their values or are ``"invert"``-ed.
         nifti_4d: the 4th axis of NIfTI volumes as ``"channels"`` or ``"pooled"`` into one.
+        float_percentiles: for float data, ``"exact"`` (a third pass collects the values in
+            the histogram bins that hold the target ranks: numpy's values exactly) or
+            ``"histogram"`` (two passes; error at most one of 65,536 bins of the range).
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
             the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
@@ -93,11 +97,19 @@ def compute_stats(
     if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
         raise EmptyDatasetError("a channel has no finite value at all")
     dtype, channel_names = layout
-    float_percentiles = percentile_error = float_histograms = None
+    if float_percentiles not in ("exact", "histogram"):
+        raise ValueError(f"float_percentiles must be 'exact' or 'histogram', got {float_percentiles!r}")
+    percentile_values = percentile_error = float_histograms = None
     if isinstance(first_pass.state, FloatMoments) and percentiles:
-        second_pass = accumulate.run(accumulate.percentile_job(job, first_pass), workers)
-        float_percentiles, percentile_error = float_percentiles_from(second_pass.state)
-        float_histograms = coarse_histograms(second_pass.state)
+        second_job = accumulate.percentile_job(job, first_pass)
+        histogram = accumulate.run(second_job, workers).state
+        percentile_values, percentile_error = float_percentiles_from(histogram)
+        float_histograms = coarse_histograms(histogram)
+        if float_percentiles == "exact":
+            brackets = accumulate.run(accumulate.bracket_job(second_job, histogram), workers).state
+            for row, exact in enumerate(brackets.exact_rows()):
+                if exact:
+                    percentile_values[row], percentile_error[row] = brackets.percentiles(row), 0.0
     result = DatasetStats(
         dtype=dtype,
         channel_names=channel_names,
@@ -109,7 +121,7 @@ def compute_stats(
         alpha=_alpha_record(options.alpha, channel_names),
         palette_expanded=first_pass.palette,
         significant_bits=_fewer_bits(dtype, first_pass.bits),
-        float_percentiles=float_percentiles,
+        float_percentiles=percentile_values,
         percentile_error=percentile_error,
         float_histograms=float_histograms,
         created_by=f"imagenorm {__version__}",

@@ -109,6 +109,9 @@ class DatasetStats:
             return "exact: numpy.percentile (linear) over every pixel, from exact histograms"
         if self.float_percentiles is None:
             return "unavailable: percentiles of float data do not merge; recompute over the whole dataset"
+        if self.percentile_error is not None and not any(self.percentile_error):
+            return ("exact: numpy.percentile (linear) over every finite value; a histogram of "
+                    f"{FLOAT_BINS} bins brackets the target ranks, a third pass collects the values inside them")
         return f"histogram of {FLOAT_BINS} bins between min and max (second pass); error at most one bin width"
 
     def normalize_line(self, digits: int = 4) -> str:

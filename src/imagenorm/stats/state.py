@@ -52,17 +52,9 @@ def percentile_key(q: float) -> str:
     return f"{q:g}"
 
 
-def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PERCENTILES) -> dict[str, float]:
-    """``numpy.percentile(data, q)`` (method "linear") of data given as sorted values with counts.
-
-    Replicates numpy's float64 arithmetic step by step, so the result is identical.
-    """
-    cumulative = np.cumsum(counts)
-    total = int(cumulative[-1])
-
-    def value_at(rank: int) -> float:
-        return float(values[np.searchsorted(cumulative, rank, side="right")])
-
+def numpy_linear_percentiles(total: int, value_at, qs=PERCENTILES) -> dict[str, float]:
+    """``numpy.percentile(data, q)`` (method "linear") of ``total`` sorted values, given
+    ``value_at(rank)``; numpy's float64 arithmetic is replicated step by step."""
     result = {}
     for q in qs:
         virtual = (total - 1) * (np.float64(q) / 100)
@@ -76,6 +68,16 @@ def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PE
         value = b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma
         result[percentile_key(q)] = float(value)
     return result
+
+
+def linear_percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PERCENTILES) -> dict[str, float]:
+    """``numpy.percentile(data, q)`` (method "linear") of data given as sorted values with counts."""
+    cumulative = np.cumsum(counts)
+
+    def value_at(rank: int) -> float:
+        return float(values[np.searchsorted(cumulative, rank, side="right")])
+
+    return numpy_linear_percentiles(int(cumulative[-1]), value_at, qs)
 
 
 class RangeTooWide(Exception):
@@ -348,13 +350,25 @@ class FloatHistogram:
                 self.counts[row] += self._bin(samples, row)
 
     def _bin(self, samples: np.ndarray, row: int) -> np.ndarray:
+        return np.bincount(self.bin_of(samples, row), minlength=FLOAT_BINS)
+
+    def bin_of(self, samples: np.ndarray, row: int) -> np.ndarray:
+        """The bin of each sample in ``row`` (the one formula every pass uses)."""
         width = self.high[row] - self.low[row]
         if width <= 0:
-            index = np.zeros(samples.size, np.int64)
-        else:
-            index = ((samples - self.low[row]) * (FLOAT_BINS / width)).astype(np.int64)
-            np.clip(index, 0, FLOAT_BINS - 1, out=index)
-        return np.bincount(index, minlength=FLOAT_BINS)
+            return np.zeros(samples.size, np.int64)
+        index = ((samples - self.low[row]) * (FLOAT_BINS / width)).astype(np.int64)
+        return np.clip(index, 0, FLOAT_BINS - 1, out=index)
+
+    def target_bins(self, row: int, qs=PERCENTILES) -> np.ndarray:
+        """The bins that hold the ranks numpy's linear percentiles read."""
+        cumulative = np.cumsum(self.counts[row])
+        total = int(cumulative[-1])
+        ranks = set()
+        for q in qs:
+            below = min(math.floor((total - 1) * (q / 100)), total - 1)
+            ranks.update((below, min(below + 1, total - 1)))
+        return np.unique(np.searchsorted(cumulative, sorted(ranks), side="right"))
 
     def merge(self, other: "FloatHistogram") -> "FloatHistogram":
         return FloatHistogram(self.low, self.high, self.counts + other.counts)
@@ -408,6 +422,77 @@ class ImageSpread:
 
     def merge(self, other: "ImageSpread") -> "ImageSpread":
         return ImageSpread(self.means.merge(other.means), self.stds.merge(other.stds))
+
+
+#: Distinct values a row may collect in its target bins before exactness is given up.
+MAX_BRACKET_VALUES = 1 << 24
+
+
+@dataclass
+class BracketValues:
+    """Third pass for float percentiles: every value inside the histogram bins that hold the
+    target ranks, kept as sorted distinct values with counts. Reduction: union with summed
+    counts. With them numpy's percentiles are reproduced exactly.
+    """
+
+    histogram: FloatHistogram
+    bins: list[np.ndarray]  # per row, the target bins
+    values: list[np.ndarray] = field(default=None)
+    counts: list[np.ndarray] = field(default=None)
+
+    def __post_init__(self) -> None:
+        rows = len(self.bins)
+        if self.values is None:
+            self.values = [np.zeros(0, np.float64) for _ in range(rows)]
+            self.counts = [np.zeros(0, np.int64) for _ in range(rows)]
+
+    @classmethod
+    def for_histogram(cls, histogram: FloatHistogram) -> "BracketValues":
+        return cls(histogram, [histogram.target_bins(row) for row in range(histogram.low.size)])
+
+    def empty(self) -> "BracketValues":
+        return BracketValues(self.histogram, self.bins)
+
+    def update(self, pixels: np.ndarray) -> None:
+        flat = pixels.reshape(pixels.shape[0], -1)
+        pooled_row = len(self.bins) - 1
+        for channel, samples in enumerate(flat):
+            samples = samples.astype(np.float64, copy=False)
+            samples = samples[np.isfinite(samples)]
+            for row in (channel, pooled_row):
+                inside = samples[np.isin(self.histogram.bin_of(samples, row), self.bins[row])]
+                if inside.size:
+                    self._add(row, *np.unique(inside, return_counts=True))
+
+    def _add(self, row: int, values: np.ndarray, counts: np.ndarray) -> None:
+        merged, where = np.unique(np.concatenate([self.values[row], values]), return_inverse=True)
+        summed = np.zeros(merged.size, np.int64)
+        np.add.at(summed, where, np.concatenate([self.counts[row], counts]))
+        self.values[row], self.counts[row] = merged, summed
+
+    def merge(self, other: "BracketValues") -> "BracketValues":
+        merged = BracketValues(self.histogram, self.bins, list(self.values), list(self.counts))
+        for row in range(len(self.bins)):
+            if other.values[row].size:
+                merged._add(row, other.values[row], other.counts[row])
+        return merged
+
+    def exact_rows(self) -> list[bool]:
+        return [values.size <= MAX_BRACKET_VALUES for values in self.values]
+
+    def percentiles(self, row: int, qs=PERCENTILES) -> dict[str, float]:
+        """Exact ``numpy.percentile`` values of ``row``."""
+        cumulative = np.cumsum(self.histogram.counts[row])
+        bins_of_values = self.histogram.bin_of(self.values[row], row)
+
+        def value_at(rank: int) -> float:
+            bin_index = int(np.searchsorted(cumulative, rank, side="right"))
+            before = int(cumulative[bin_index - 1]) if bin_index else 0
+            chosen = bins_of_values == bin_index
+            inside = np.cumsum(self.counts[row][chosen])
+            return float(self.values[row][chosen][np.searchsorted(inside, rank - before, side="right")])
+
+        return numpy_linear_percentiles(int(cumulative[-1]), value_at, qs)
 
 
 def summarize_moments(moments: FloatMoments, percentiles: dict[str, float]) -> Summary:
