@@ -222,3 +222,14 @@ class TestAudit:
         assert any("constant" in reason for reason in flagged["flat.npy"])
         shown = runner.invoke(app, ["show", str(tmp_path / "s.json")])
         assert "2 image(s) flagged by the per-image audit:" in shown.output and "bright.npy" in shown.output
+
+
+def test_dicom_series_is_one_image(tmp_path):
+    expected = ct_series(tmp_path / "patient1", count=3)
+    expected += ct_series(tmp_path / "patient2", count=2, shift=500)
+    stats = imagenorm.compute_stats(tmp_path, audit=True)
+    assert stats.files == 2 and len(stats.audit_rows) == 2
+    assert stats.audit_rows[0]["path"].endswith("patient1 (series of 3 slices)")
+    assert stats.audit_rows[0]["shape"] == "3x128x128"
+    assert_matches_reference(stats, reference(expected))
+    assert imagenorm.compute_stats(tmp_path, dicom_series=False).files == 5

@@ -67,6 +67,11 @@ class Nifti4D(str, Enum):
     pooled = "pooled"
 
 
+class FloatPercentiles(str, Enum):
+    exact = "exact"
+    histogram = "histogram"
+
+
 class Method(str, Enum):
     zscore = "zscore"
     minmax = "minmax"
@@ -136,6 +141,8 @@ def stats(
     monochrome1: Monochrome1 = typer.Option(Monochrome1.keep, "--monochrome1", help="DICOM MONOCHROME1: keep values as stored, or invert."),
     nifti_4d: Nifti4D = typer.Option(Nifti4D.channels, "--nifti-4d", help="NIfTI 4th axis: channels, or pooled into one."),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write a per-image audit (CSV) here and flag outliers."),
+    float_percentiles: FloatPercentiles = typer.Option(FloatPercentiles.exact, "--float-percentiles", help="Float data: exact (three passes) or histogram (two; error stated)."),
+    dicom_series: bool = typer.Option(True, "--dicom-series/--dicom-slices", help="A DICOM series is one image (or each slice is)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles."""
@@ -157,6 +164,8 @@ def stats(
             monochrome1=monochrome1.value,
             nifti_4d=nifti_4d.value,
             audit=per_image is not None,
+            float_percentiles=float_percentiles.value,
+            dicom_series=dicom_series,
             progress=advance,
         )
     if output is not None:

@@ -109,3 +109,18 @@ def _spacing(dataset) -> tuple[float, ...] | None:
     thickness = dataset.get("SliceThickness")
     values = [float(v) for v in spacing] + ([float(thickness)] if thickness not in (None, "") else [])
     return tuple(values)
+
+
+def series_header(path: str) -> tuple[str, float, int] | None:
+    """(SeriesInstanceUID, position along the patient axis, InstanceNumber), or None if unreadable."""
+    try:
+        pydicom = _pydicom()
+        header = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID", "InstanceNumber", "ImagePositionPatient"])
+    except Exception:  # the reader reports a broken file later, by name
+        return None
+    uid = str(header.get("SeriesInstanceUID", ""))
+    if not uid:
+        return None
+    position = header.get("ImagePositionPatient")
+    return uid, float(position[2]) if position else 0.0, int(header.get("InstanceNumber", 0) or 0)

@@ -37,6 +37,7 @@ def compute_stats(
     nifti_4d: str = "channels",
     audit: bool = False,
     float_percentiles: str = "exact",
+    dicom_series: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -62,6 +63,8 @@ def compute_stats(
         float_percentiles: for float data, ``"exact"`` (a third pass collects the values in
             the histogram bins that hold the target ranks: numpy's values exactly) or
             ``"histogram"`` (two passes; error at most one of 65,536 bins of the range).
+        dicom_series: the slices of one DICOM series (a folder, one SeriesInstanceUID) are
+            one image, for per-image statistics and the audit (not with ``mask_dir``).
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
             the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
@@ -82,7 +85,7 @@ def compute_stats(
         >>> stats.files, stats.pooled.count, stats.pooled.max
         (2, 96, 95.0)
     """
-    items, ignored = as_item_source(source)
+    items, ignored = as_item_source(source, dicom_series=dicom_series and mask_dir is None)
     if len(items) == 0:
         raise EmptyDatasetError("the dataset is empty")
     options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert, dicom_values=dicom_values,

@@ -56,6 +56,62 @@ class FileItems(ItemSource):
 
 
 @dataclass
+class SeriesItems(ItemSource):
+    """Image files where the slices of one DICOM series (one folder, one SeriesInstanceUID)
+    form one item ``(C, slices, H, W)``, ordered along the patient axis."""
+
+    groups: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def name(self, index: int) -> str:
+        group = self.groups[index]
+        if len(group) == 1:
+            return display_path(group[0])
+        return f"{display_path(os.path.dirname(group[0]))} (series of {len(group)} slices)"
+
+    def path(self, index: int) -> str | None:
+        return self.groups[index][0] if len(self.groups[index]) == 1 else None
+
+    def load(self, index: int, options: ReadOptions) -> DecodedImage:
+        group = self.groups[index]
+        slices = [read_image(path, options) for path in group]
+        first = slices[0]
+        for path, image in zip(group[1:], slices[1:]):
+            if image.pixels.shape != first.pixels.shape or image.pixels.dtype != first.pixels.dtype:
+                raise ReadError(path, f"slice of shape {image.pixels.shape} ({image.pixels.dtype}) in a series of "
+                                      f"{first.pixels.shape} ({first.pixels.dtype}) slices")
+        if len(slices) == 1:
+            return first
+        pixels = np.stack([image.pixels for image in slices], axis=1)
+        notes = tuple(sorted({note for image in slices for note in image.notes}))
+        return DecodedImage(pixels=pixels, channels=first.channels, spacing=first.spacing, notes=notes)
+
+
+def group_dicom_series(paths: list[str]) -> list[list[str]]:
+    """Group DICOM slices by folder and SeriesInstanceUID (other files stay alone), in path order."""
+    from ..readers import reader_for
+    from ..readers import dicom
+
+    groups: dict[tuple, list[tuple]] = {}
+    order: list[tuple] = []
+    for position, path in enumerate(paths):
+        key: tuple = ("file", position)
+        sort_key: tuple = (0.0, 0)
+        if reader_for(path) is dicom.read:
+            header = dicom.series_header(path)
+            if header is not None:
+                key = ("series", os.path.dirname(path), header[0])
+                sort_key = header[1:]
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append((sort_key, position, path))
+    return [[path for _, _, path in sorted(groups[key])] for key in order]
+
+
+@dataclass
 class DatasetItems(ItemSource):
     """A map-style ``torch.utils.data.Dataset`` (or any sequence) of images.
 
@@ -113,14 +169,21 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
 
 
 
-def as_item_source(source: Any) -> tuple[ItemSource, int]:
-    """(ItemSource, number of non-image files passed over) for any supported source."""
+def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, int]:
+    """(ItemSource, number of non-image files passed over) for any supported source.
+
+    With ``dicom_series``, the slices of a DICOM series form one item.
+    """
     from ..sources import find_images
 
     if isinstance(source, ItemSource):
         return source, 0
     if isinstance(source, (str, bytes, os.PathLike)) or _is_path_list(source):
         found = find_images(source)
+        if dicom_series:
+            groups = group_dicom_series(found.paths)
+            if len(groups) < len(found.paths):
+                return SeriesItems(groups), found.ignored
         return FileItems(found.paths), found.ignored
     if "torch" in sys.modules:
         import torch
