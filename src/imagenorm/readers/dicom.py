@@ -98,7 +98,12 @@ def _modality(dataset, stored: np.ndarray) -> np.ndarray:
         for target in (np.int16, np.uint16, np.int32):
             info = np.iinfo(target)
             if info.min <= low and high <= info.max:
-                return (stored.astype(np.int64) * int(slope) + int(intercept)).astype(target)
+                wide = np.int32 if np.dtype(target).itemsize <= 2 else np.int64
+                values = stored.astype(wide)  # one copy; the rescale happens in place
+                if slope != 1:
+                    values *= int(slope)
+                values += int(intercept)
+                return values if np.dtype(target) == np.dtype(wide) else values.astype(target)
     return stored.astype(np.float64) * slope + intercept
 
 

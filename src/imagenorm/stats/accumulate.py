@@ -166,7 +166,7 @@ def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> 
     """Layout of the first readable item (the one every other item must match)."""
     for index in range(len(items)):
         try:
-            return items.load(index, options).layout, items.name(index)
+            return items.probe(index, options).layout, items.name(index)
         except ReadError:
             if on_error == "fail":
                 raise

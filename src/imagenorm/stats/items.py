@@ -35,6 +35,10 @@ class ItemSource:
         """The file behind item ``index``, if there is one."""
         return None
 
+    def probe(self, index: int, options: ReadOptions) -> DecodedImage:
+        """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
+        return self.load(index, options)
+
 
 @dataclass
 class FileItems(ItemSource):
@@ -73,6 +77,9 @@ class SeriesItems(ItemSource):
 
     def path(self, index: int) -> str | None:
         return self.groups[index][0] if len(self.groups[index]) == 1 else None
+
+    def probe(self, index: int, options: ReadOptions) -> DecodedImage:
+        return read_image(self.groups[index][0], options)  # one slice tells the layout
 
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
         group = self.groups[index]

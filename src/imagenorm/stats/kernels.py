@@ -50,6 +50,19 @@ def _count_rgb(flat, banks):  # pragma: no cover - compiled
             banks[0, channel, flat[j + channel]] += 1
 
 
+@njit(nogil=True, cache=True)
+def _count_from(flat, low, counts):  # pragma: no cover - compiled
+    """counts[v - low] += 1 for each value v of ``flat`` (all known to lie in counts' range)."""
+    for i in range(flat.size):
+        counts[np.uint64(np.int64(flat[i]) - low)] += 1
+
+
+def count_range(values: np.ndarray, low: int, counts: np.ndarray) -> None:
+    """Add the values of each row of ``values`` ``(C, N)`` into ``counts[C, bins]`` from ``low`` (one pass)."""
+    for row, out in zip(values, counts):
+        _count_from(np.ascontiguousarray(row), np.int64(low), out)
+
+
 def count_values(pixels: np.ndarray, banks: np.ndarray) -> None:
     """Add the bit patterns of channel-first ``pixels`` ``(C, ...)`` into ``banks[2, C, bins]``.
 
@@ -60,8 +73,11 @@ def count_values(pixels: np.ndarray, banks: np.ndarray) -> None:
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     unsigned = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
     channels = unsigned.shape[0]
+    if channels == 1:  # any memory order will do (NIfTI volumes are Fortran-ordered): no copy
+        _count_interleaved(unsigned[0].ravel(order="K"), 1, banks)
+        return
     channel_last = unsigned.transpose((*range(1, unsigned.ndim), 0))
-    if channel_last.flags.c_contiguous or channels == 1:
+    if channel_last.flags.c_contiguous:
         flat = np.ascontiguousarray(channel_last).reshape(-1)
         if channels == 3:
             _count_rgb(flat, banks)

@@ -130,7 +130,8 @@ class IntegerHistogram:
             return np.full(flat.shape[0], np.nan), np.full(flat.shape[0], np.nan)
         low, high = int(flat.min()), int(flat.max())
         self._cover(low, high)
-        image = np.stack([np.bincount(row.astype(np.int64) - low, minlength=high - low + 1) for row in flat])
+        image = np.zeros((flat.shape[0], high - low + 1), np.int64)
+        kernels.count_range(flat, low, image)
         start = low - self.offset
         self.counts[:, start : start + image.shape[1]] += image
         return histogram_moments(image, np.arange(low, high + 1, dtype=np.int64))
