@@ -233,3 +233,13 @@ def test_dicom_series_is_one_image(tmp_path):
     assert stats.audit_rows[0]["shape"] == "3x128x128"
     assert_matches_reference(stats, reference(expected))
     assert imagenorm.compute_stats(tmp_path, dicom_series=False).files == 5
+
+
+def test_cli_stats_on_dicom_folder_with_mask(tmp_path):
+    ct_series(tmp_path / "ct", count=2)
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "ct"), "--mask", "threshold:>-500", "-o", str(tmp_path / "ct.json")])
+    assert result.exit_code == 0, result.output
+    assert "statistics over the foreground only: threshold:>-500" in result.output
+    assert "no [0, 1] scale for int32 values" in result.output
+    document = imagenorm.DatasetStats.load(tmp_path / "ct.json").to_dict()
+    assert document["mask"] == "threshold:>-500" and document["exact"] and document["dtype"] == "int32"
