@@ -1,5 +1,8 @@
 """imagenorm: exact dataset statistics and correct, fast normalization for PyTorch.
 
+Measuring (``compute_stats``, ``DatasetStats``) needs no torch; the transforms and datasets
+import it on first use, so ``imagenorm stats`` starts quickly.
+
 Example:
     >>> import numpy as np, imagenorm
     >>> stats = imagenorm.compute_stats(np.array([[0, 255]], dtype=np.uint8))
@@ -7,32 +10,39 @@ Example:
     (127.5, 127.5)
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError  # noqa: E402
 from .stats import PERCENTILES, DatasetStats, Summary, compute_stats  # noqa: E402
-from . import functional  # noqa: E402
-from .datasets import ImageFolderDataset, NormalizedDataset, normalize_dataset  # noqa: E402
-from .transforms import AffineInverse, CTNormalize, DegenerateStatisticsError, MinMaxScale, PercentileScale, Standardize  # noqa: E402
 
-__all__ = [
-    "__version__",
-    "compute_stats",
-    "DatasetStats",
-    "Summary",
-    "PERCENTILES",
-    "functional",
-    "ImageFolderDataset",
-    "NormalizedDataset",
-    "normalize_dataset",
-    "Standardize",
-    "MinMaxScale",
-    "PercentileScale",
-    "CTNormalize",
-    "AffineInverse",
-    "DegenerateStatisticsError",
-    "ImagenormError",
-    "ReadError",
-    "EmptyDatasetError",
-    "StatsFileError",
-]
+# Public names that need torch, and the module each lives in (imported on first access).
+_LAZY = {
+    "functional": None,
+    "ImageFolderDataset": "datasets",
+    "NormalizedDataset": "datasets",
+    "normalize_dataset": "datasets",
+    "Standardize": "transforms",
+    "MinMaxScale": "transforms",
+    "PercentileScale": "transforms",
+    "CTNormalize": "transforms",
+    "AffineInverse": "transforms",
+    "DegenerateStatisticsError": "transforms",
+}
+
+__all__ = ["__version__", "compute_stats", "DatasetStats", "Summary", "PERCENTILES", *_LAZY,
+           "ImagenormError", "ReadError", "EmptyDatasetError", "StatsFileError"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'imagenorm' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
