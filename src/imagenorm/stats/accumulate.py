@@ -115,7 +115,8 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         partial.files += 1
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
-        partial.notes |= frozenset(image.notes)
+        if image.notes:
+            partial.notes |= frozenset(image.notes)
         if job.audit and partial.spread is not None:
             partial.rows.append(_audit_row(job, index, image, pixels))
         del image, pixels  # free the pixels before the next decode, so their memory is reused
