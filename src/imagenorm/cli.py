@@ -7,6 +7,7 @@ Exit status: 0 done, 1 the data failed (bad file, empty dataset, bad stats file)
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -143,13 +144,23 @@ def stats(
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write a per-image audit (CSV) here and flag outliers."),
     float_percentiles: FloatPercentiles = typer.Option(FloatPercentiles.exact, "--float-percentiles", help="Float data: exact (three passes) or histogram (two; error stated)."),
     dicom_series: bool = typer.Option(True, "--dicom-series/--dicom-slices", help="A DICOM series is one image (or each slice is)."),
+    timeout: float = typer.Option(300.0, "--timeout", min=1.0, help="Under torchrun: seconds to wait for the other ranks."),
+    backend: str = typer.Option("auto", "--backend", help="Under torchrun: gloo, nccl, or auto (nccl with a GPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles."""
+    """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles.
+
+    Under torchrun every rank measures its shard and rank 0 writes the file and the report.
+    """
     from .report import print_advice, print_stats, progress_bar
     from .stats import compute_stats
+    from .stats.distributed import launched_by_torchrun, start_process_group
 
-    with progress_bar(err, enabled=not quiet) as advance:
+    ranks = launched_by_torchrun()
+    rank = int(os.environ.get("RANK", "0")) if ranks else 0
+    if ranks:
+        start_process_group(backend, timeout)
+    with progress_bar(err, enabled=not quiet and rank == 0) as advance:
         result = compute_stats(
             paths,
             workers=workers,
@@ -166,8 +177,12 @@ def stats(
             audit=per_image is not None,
             float_percentiles=float_percentiles.value,
             dicom_series=dicom_series,
+            distributed=ranks,
+            timeout=timeout,
             progress=advance,
         )
+    if rank != 0:  # every rank holds the same result; rank 0 writes and reports
+        return
     if output is not None:
         result.save(output)
     if per_image is not None:
@@ -294,3 +309,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         sys.exit(130)
+    finally:
+        if "torch.distributed" in sys.modules:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()

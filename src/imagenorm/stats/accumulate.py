@@ -92,7 +92,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
     partial = job.empty_partial()
     image_means, image_stds = [], []
     for index in range(start, stop):
-        if index in job.exclude:
+        if job.items.global_index(index) in job.exclude:
             continue
         try:
             image = job.items.load(index, job.options)
@@ -102,7 +102,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         except ReadError as error:
             if job.on_error == "fail":
                 raise
-            partial.skipped.append((index, job.items.name(index), error.reason))
+            partial.skipped.append((job.items.global_index(index), job.items.name(index), error.reason))
             continue
         try:
             image_moments = partial.state.update(pixels)

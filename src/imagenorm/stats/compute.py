@@ -13,7 +13,7 @@ from ..errors import EmptyDatasetError, ImagenormError, display_path
 from ..masks import MaskSpec
 from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
 from ..sources import source_root
-from . import accumulate
+from . import accumulate, distributed
 from .accumulate import Job, NonFinitePolicy, OnError
 from .items import FileItems, as_item_source
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
@@ -38,6 +38,9 @@ def compute_stats(
     audit: bool = False,
     float_percentiles: str = "exact",
     dicom_series: bool = True,
+    distributed: bool = False,
+    group=None,
+    timeout: float | None = 300.0,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -65,6 +68,10 @@ def compute_stats(
             ``"histogram"`` (two passes; error at most one of 65,536 bins of the range).
         dicom_series: the slices of one DICOM series (a folder, one SeriesInstanceUID) are
             one image, for per-image statistics and the audit (not with ``mask_dir``).
+        distributed: inside an initialized torch.distributed process group, each rank
+            measures its shard (items ``rank, rank + world, ...``) and the ranks combine
+            their statistics; every rank returns the same result (``group``: another group).
+        timeout: seconds a rank waits for the others before naming the ranks missing.
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
             the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
@@ -90,11 +97,13 @@ def compute_stats(
         raise EmptyDatasetError("the dataset is empty")
     options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert, dicom_values=dicom_values,
                           monochrome1=monochrome1, nifti_4d=nifti_4d)
-    layout, first_name = accumulate.probe_layout(items, options, on_error)
+    runner = Ranks(group, timeout) if distributed or group is not None else OneProcess()
+    layout, first_name = runner.probe(items, options, on_error)
     mask_spec = _mask_spec(mask, mask_dir, items, source)
-    job = Job(items, options, layout, first_name, on_error=on_error, nonfinite=nonfinite, mask=mask_spec, audit=audit)
+    job = Job(runner.shard(items), options, layout, first_name, on_error=on_error, nonfinite=nonfinite,
+              mask=mask_spec, audit=audit)
     accumulate.prepare(job)
-    first_pass = accumulate.run(job, workers, progress)
+    first_pass = runner.run(job, workers, progress)
     if first_pass.files == 0:
         raise EmptyDatasetError(f"all {len(items)} images were skipped; the first: {first_pass.skipped[0][1]}: {first_pass.skipped[0][2]}")
     if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
@@ -105,11 +114,11 @@ def compute_stats(
     percentile_values = percentile_error = float_histograms = None
     if isinstance(first_pass.state, FloatMoments) and percentiles:
         second_job = accumulate.percentile_job(job, first_pass)
-        histogram = accumulate.run(second_job, workers).state
+        histogram = runner.run(second_job, workers).state
         percentile_values, percentile_error = float_percentiles_from(histogram)
         float_histograms = coarse_histograms(histogram)
         if float_percentiles == "exact":
-            brackets = accumulate.run(accumulate.bracket_job(second_job, histogram), workers).state
+            brackets = runner.run(accumulate.bracket_job(second_job, histogram), workers).state
             for row, exact in enumerate(brackets.exact_rows()):
                 if exact:
                     percentile_values[row], percentile_error[row] = brackets.percentiles(row), 0.0
@@ -135,6 +144,62 @@ def compute_stats(
         result.audit_rows = first_pass.rows
         result.flagged = flag_outliers(first_pass.rows, result)
     return result
+
+
+class OneProcess:
+    """Measure everything here (with optional worker processes)."""
+
+    def shard(self, items):
+        return items
+
+    def probe(self, items, options, on_error):
+        return accumulate.probe_layout(items, options, on_error)
+
+    def run(self, job, workers, progress=None):
+        return accumulate.run(job, workers, progress)
+
+
+class Ranks(OneProcess):
+    """Measure this rank's shard; combine with the other ranks after each pass."""
+
+    def __init__(self, group, timeout: float | None) -> None:
+        import torch.distributed as dist
+
+        self.group = distributed.process_group(group)
+        self.timeout = timeout
+        self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
+
+    def shard(self, items):
+        return distributed.ShardItems(items, self.rank, self.world)
+
+    def probe(self, items, options, on_error):
+        """Rank 0 finds the layout of the first readable item; every rank learns it (or its error)."""
+        distributed.check_ranks(self.group, self.timeout)
+        outcome = None
+        if self.rank == 0:
+            try:
+                outcome = ("layout", accumulate.probe_layout(items, options, on_error))
+            except ImagenormError as error:
+                outcome = ("error", error)
+        kind, value = distributed.broadcast(outcome, self.group)
+        if kind == "error":
+            raise value
+        return value
+
+    def run(self, job, workers, progress=None):
+        failure = None
+        try:
+            local = accumulate.run(job, workers, progress)
+        except ImagenormError as error:
+            local, failure = None, error
+        distributed.check_ranks(self.group, self.timeout)
+        failures = distributed.gather(None if failure is None else str(failure), self.group)
+        for rank, message in enumerate(failures):
+            if message is not None:
+                if rank == self.rank:
+                    raise failure
+                raise ImagenormError(f"rank {rank} failed: {message}")
+        return distributed.reduce_partial(local, self.group)
 
 
 def _mask_spec(mask: str | None, mask_dir: str | None, items, source) -> MaskSpec | None:

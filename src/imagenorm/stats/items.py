@@ -39,6 +39,10 @@ class ItemSource:
         """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
         return self.load(index, options)
 
+    def global_index(self, index: int) -> int:
+        """The item's place in the whole dataset (a shard maps its own indices)."""
+        return index
+
 
 @dataclass
 class FileItems(ItemSource):

@@ -1,0 +1,181 @@
+"""Statistics across ranks with torch.distributed: shards, and the reduction of partial state.
+
+Every rank reads its own shard of the item list (items ``rank, rank + world, ...``: no item
+twice, none skipped, no padding), reduces it to a :class:`PartialStats`, and the ranks then
+combine their states with collectives: fixed-size histograms and counts by ``all_reduce``
+(sum); everything else (float moments, ranged histograms, skipped lists, the audit) is
+gathered and merged in rank order, the same on every rank, so every rank ends with the
+result of a single process: exactly for integer data, to rounding for floats.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import ImagenormError
+from .items import ItemSource
+
+
+@dataclass
+class ShardItems(ItemSource):
+    """Rank ``rank``'s share of ``items``: every ``world``-th item from ``rank``."""
+
+    items: ItemSource
+    rank: int
+    world: int
+
+    def __len__(self) -> int:
+        return max(0, (len(self.items) - self.rank + self.world - 1) // self.world)
+
+    def _global(self, index: int) -> int:
+        return self.rank + index * self.world
+
+    def name(self, index: int) -> str:
+        return self.items.name(self._global(index))
+
+    def path(self, index: int) -> str | None:
+        return self.items.path(self._global(index))
+
+    def load(self, index, options):
+        return self.items.load(self._global(index), options)
+
+    def probe(self, index, options):
+        return self.items.probe(self._global(index), options)
+
+    def global_index(self, index: int) -> int:
+        return self._global(index)
+
+
+def process_group(group=None):
+    """The initialized default group (or ``group``); a clear error when there is none."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise ImagenormError("distributed=True needs an initialized torch.distributed process group (e.g. under torchrun)")
+    return group
+
+
+def _device(group):
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def check_ranks(group=None, timeout: float | None = None) -> None:
+    """Wait for every rank; name the ranks that do not arrive within ``timeout`` seconds."""
+    import torch.distributed as dist
+
+    try:
+        if dist.get_backend(group) == "gloo" and timeout is not None:
+            dist.monitored_barrier(group=group, timeout=datetime.timedelta(seconds=timeout), wait_all_ranks=True)
+        else:
+            dist.barrier(group=group)
+    except RuntimeError as error:
+        raise ImagenormError(f"the ranks did not all arrive: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def gather_merge(value, group=None):
+    """Every rank's ``value`` (picklable, with ``merge``), merged in rank order on every rank."""
+    gathered = gather(value, group)
+    merged = gathered[0]
+    for other in gathered[1:]:
+        merged = merged.merge(other)
+    return merged
+
+
+def gather(value, group=None) -> list:
+    """Every rank's small picklable ``value``, in rank order."""
+    import torch.distributed as dist
+
+    gathered = [None] * dist.get_world_size(group)
+    try:
+        dist.all_gather_object(gathered, value, group=group)
+    except RuntimeError as error:
+        raise ImagenormError(f"a rank failed or timed out: {_first_line(error)}") from None
+    return gathered
+
+
+def all_reduce_counts(counts: np.ndarray, group=None) -> np.ndarray:
+    """Sum an int64 array over all ranks with one ``all_reduce``."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.from_numpy(np.ascontiguousarray(counts)).to(_device(group))
+    try:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    except RuntimeError as error:
+        raise ImagenormError(f"a rank failed or timed out while summing histograms: {_first_line(error)}") from None
+    return tensor.cpu().numpy()
+
+
+def reduce_partial(partial, group=None):
+    """Combine the ranks' :class:`~imagenorm.stats.accumulate.PartialStats` (see the module docstring)."""
+    from .state import KERNEL_DTYPES, FloatHistogram, IntegerHistogram
+
+    state = partial.state
+    summed = None
+    if isinstance(state, IntegerHistogram) and state.dtype in KERNEL_DTYPES:
+        summed = all_reduce_counts(state.counts, group)  # the bulky part, summed in place
+    elif isinstance(state, FloatHistogram):
+        summed = all_reduce_counts(state.counts, group)
+    if summed is not None:
+        light = replace(partial, state=_emptied(state))
+        merged = gather_merge(light, group)
+        merged.state.counts = summed
+        return merged
+    return gather_merge(partial, group)
+
+
+def _emptied(state):
+    """The same state with zero counts (the sums travel by all_reduce)."""
+    from .state import FloatHistogram, IntegerHistogram
+
+    if isinstance(state, IntegerHistogram):
+        return IntegerHistogram(state.dtype, np.zeros_like(state.counts), state.offset)
+    return FloatHistogram(state.low, state.high, np.zeros_like(state.counts))
+
+
+def broadcast(value, group=None, source: int = 0):
+    """``value`` of rank ``source`` on every rank."""
+    import torch.distributed as dist
+
+    box = [value]
+    try:
+        dist.broadcast_object_list(box, src=source, group=group)
+    except RuntimeError as error:
+        raise ImagenormError(f"a rank failed or timed out: {_first_line(error)}") from None
+    return box[0]
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of several started by torchrun (or alike)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start_process_group(backend: str = "auto", timeout: float = 300.0) -> None:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        import os
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
