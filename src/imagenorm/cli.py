@@ -144,6 +144,9 @@ def stats(
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write a per-image audit (CSV) here and flag outliers."),
     float_percentiles: FloatPercentiles = typer.Option(FloatPercentiles.exact, "--float-percentiles", help="Float data: exact (three passes) or histogram (two; error stated)."),
     dicom_series: bool = typer.Option(True, "--dicom-series/--dicom-slices", help="A DICOM series is one image (or each slice is)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Save progress here; the same command resumes after a kill."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="Save the checkpoint every N images..."),
+    checkpoint_seconds: float = typer.Option(60.0, "--checkpoint-seconds", min=0.0, help="...or every S seconds."),
     timeout: float = typer.Option(300.0, "--timeout", min=1.0, help="Under torchrun: seconds to wait for the other ranks."),
     backend: str = typer.Option("auto", "--backend", help="Under torchrun: gloo, nccl, or auto (nccl with a GPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -179,6 +182,9 @@ def stats(
             dicom_series=dicom_series,
             distributed=ranks,
             timeout=timeout,
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
             progress=advance,
         )
     if rank != 0:  # every rank holds the same result; rank 0 writes and reports

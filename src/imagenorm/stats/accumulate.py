@@ -174,15 +174,30 @@ def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> 
     raise EmptyDatasetError(f"every one of the {len(items)} images failed to read")
 
 
-def run(job: Job, workers: int, progress: Callable[[int], None] | None = None) -> PartialStats:
-    """Reduce all items of ``job``, with ``workers`` processes (0: in this process)."""
+def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, checkpoint=None) -> PartialStats:
+    """Reduce all items of ``job``, with ``workers`` processes (0: in this process).
+
+    With a :class:`~imagenorm.stats.checkpoint.Checkpoint`, the merged state is saved as the
+    chunks complete, and a run of the same job resumes after the chunks already counted.
+    """
     total = len(job.items)
     chunks = list(chunk_ranges(total, workers))
-    merged = job.empty_partial()
-    for partial, size in _reduce_chunks(job, chunks, workers):
+    merged, done = job.empty_partial(), 0
+    if checkpoint is not None:
+        from .checkpoint import run_signature
+
+        signature = run_signature(job, chunks)
+        resumed = checkpoint.load(signature)
+        if resumed is not None:
+            merged, done = resumed
+            if progress is not None:
+                progress(sum(stop - start for start, stop in chunks[:done]))
+    for number, (partial, size) in enumerate(_reduce_chunks(job, chunks[done:], workers), start=done + 1):
         merged = merged.merge(partial)
         if progress is not None:
             progress(size)
+        if checkpoint is not None and checkpoint.due(size) and number < len(chunks):
+            checkpoint.save(merged, number, signature)
     return merged
 
 

@@ -15,6 +15,7 @@ from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
 from ..sources import source_root
 from . import accumulate, distributed
 from .accumulate import Job, NonFinitePolicy, OnError
+from .checkpoint import Checkpoint
 from .items import FileItems, as_item_source
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
 from .state import FloatMoments
@@ -41,6 +42,9 @@ def compute_stats(
     distributed: bool = False,
     group=None,
     timeout: float | None = 300.0,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 1000,
+    checkpoint_seconds: float = 60.0,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
@@ -72,6 +76,10 @@ def compute_stats(
             measures its shard (items ``rank, rank + world, ...``) and the ranks combine
             their statistics; every rank returns the same result (``group``: another group).
         timeout: seconds a rank waits for the others before naming the ranks missing.
+        checkpoint: a file where the first pass saves its merged state every
+            ``checkpoint_every`` items or ``checkpoint_seconds``; the same call after an
+            interruption resumes from it and gives exactly the uninterrupted result (it is
+            removed at the end; under torch.distributed each rank keeps ``FILE.rank<r>``).
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
             the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
@@ -103,7 +111,11 @@ def compute_stats(
     job = Job(runner.shard(items), options, layout, first_name, on_error=on_error, nonfinite=nonfinite,
               mask=mask_spec, audit=audit)
     accumulate.prepare(job)
-    first_pass = runner.run(job, workers, progress)
+    saver = None
+    if checkpoint is not None:
+        path = f"{checkpoint}.rank{runner.rank}" if isinstance(runner, Ranks) else checkpoint
+        saver = Checkpoint(os.fspath(path), every_items=checkpoint_every, every_seconds=checkpoint_seconds)
+    first_pass = runner.run(job, workers, progress, saver)
     if first_pass.files == 0:
         raise EmptyDatasetError(f"all {len(items)} images were skipped; the first: {first_pass.skipped[0][1]}: {first_pass.skipped[0][2]}")
     if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
@@ -143,6 +155,8 @@ def compute_stats(
     if audit:
         result.audit_rows = first_pass.rows
         result.flagged = flag_outliers(first_pass.rows, result)
+    if saver is not None:
+        saver.remove()
     return result
 
 
@@ -155,8 +169,8 @@ class OneProcess:
     def probe(self, items, options, on_error):
         return accumulate.probe_layout(items, options, on_error)
 
-    def run(self, job, workers, progress=None):
-        return accumulate.run(job, workers, progress)
+    def run(self, job, workers, progress=None, checkpoint=None):
+        return accumulate.run(job, workers, progress, checkpoint)
 
 
 class Ranks(OneProcess):
@@ -186,10 +200,10 @@ class Ranks(OneProcess):
             raise value
         return value
 
-    def run(self, job, workers, progress=None):
+    def run(self, job, workers, progress=None, checkpoint=None):
         failure = None
         try:
-            local = accumulate.run(job, workers, progress)
+            local = accumulate.run(job, workers, progress, checkpoint)
         except ImagenormError as error:
             local, failure = None, error
         distributed.check_ranks(self.group, self.timeout)

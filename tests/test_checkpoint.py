@@ -1,0 +1,75 @@
+"""Kill a run with SIGKILL, run the same command again: it resumes and ends with the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import imagenorm
+
+from conftest import random_image, write_png
+
+
+@pytest.fixture
+def many_images(tmp_path, rng):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index in range(300):
+        write_png(folder / f"{index:04d}.png", random_image(rng, "uint16", (24, 24, 3)))
+    return folder
+
+
+def command(folder, output, checkpoint):
+    return [sys.executable, "-m", "imagenorm", "stats", str(folder), "-o", str(output), "--quiet",
+            "--checkpoint", str(checkpoint), "--checkpoint-every", "1", "--workers", "0"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, many_images):
+    checkpoint = tmp_path / "run.ckpt"
+    process = subprocess.Popen(command(many_images, tmp_path / "resumed.json", checkpoint))
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert checkpoint.exists() and not (tmp_path / "resumed.json").exists()
+    with np.load(checkpoint) as archive:
+        done = json.loads(archive["meta"].tobytes())["files"]
+    assert 0 < done < 300
+    subprocess.run(command(many_images, tmp_path / "resumed.json", checkpoint), check=True, capture_output=True)
+    assert not checkpoint.exists()  # removed once the run completed
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    uninterrupted = imagenorm.compute_stats(many_images).to_dict()
+    for document in (resumed, uninterrupted):
+        document.pop("created_at")
+    assert resumed == uninterrupted
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, many_images, rng):
+    checkpoint = tmp_path / "run.ckpt"
+    stats_api = imagenorm.compute_stats
+    from imagenorm.stats.checkpoint import Checkpoint
+    from imagenorm.stats.accumulate import PartialStats
+    from imagenorm.stats.state import IntegerHistogram
+
+    Checkpoint(str(checkpoint)).save(PartialStats(IntegerHistogram.empty("uint16", 3)), 1, "another run")
+    with pytest.raises(imagenorm.ImagenormError, match="is a checkpoint of another run"):
+        stats_api(many_images, checkpoint=str(checkpoint))
+
+
+def test_float_checkpoint_round_trip(tmp_path, rng):
+    images = [random_image(rng, "float32", (2, 6, 7)) for _ in range(40)]
+    for index, image in enumerate(images):
+        np.save(tmp_path / f"{index:02d}.npy", image)
+    plain = imagenorm.compute_stats(tmp_path)
+    checked = imagenorm.compute_stats(tmp_path, checkpoint=str(tmp_path.parent / "f.ckpt"), checkpoint_every=1)
+    assert checked.channels == plain.channels and checked.pooled == plain.pooled
