@@ -32,7 +32,18 @@ def run_rank(rank: int, world: int, mode: str, folder: str, out: str, port: int 
         time.sleep(25)
     start = time.monotonic()
     try:
-        stats = imagenorm.compute_stats(folder, distributed=True, timeout=3.0, workers=1 if mode == "stats" and rank == 0 else 0)
+        if mode == "allreduce":  # the user's own loop: each rank measures its part, then all_reduce
+            paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+            stats = imagenorm.compute_stats(paths[rank::dist.get_world_size()]).all_reduce()
+        elif mode == "accumulator":  # batches already in tensors (on a GPU in real use)
+            dataset = imagenorm.ImageFolderDataset(folder, labels=False)
+            accumulator = imagenorm.StatsAccumulator()
+            for index in range(rank, len(dataset), dist.get_world_size()):
+                accumulator.update(dataset[index][None])
+            accumulator.all_reduce()
+            stats = accumulator.compute()
+        else:
+            stats = imagenorm.compute_stats(folder, distributed=True, timeout=3.0, workers=1 if mode == "stats" and rank == 0 else 0)
         document = stats.to_dict()
         document.pop("created_at")
     except imagenorm.ImagenormError as error:

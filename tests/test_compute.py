@@ -229,3 +229,21 @@ def test_progress_reports_every_item(tmp_path, rng, workers):
     done = []
     imagenorm.compute_stats(tmp_path, workers=workers, progress=done.append)
     assert sum(done) == 7 and all(n > 0 for n in done)
+
+
+def test_accumulator_on_tensors_equals_files(rng):
+    """StatsAccumulator keeps pixels on their device (CPU here); it must equal compute_stats."""
+    import torch
+
+    batches = [torch.from_numpy(random_image(rng, "int16", (3, 2, 7, 8))) for _ in range(3)]
+    accumulator = imagenorm.StatsAccumulator()
+    for batch in batches:
+        accumulator.update(batch)
+    stats = accumulator.compute()
+    assert_matches_reference(stats, reference([image.numpy() for batch in batches for image in batch]))
+    floats = imagenorm.StatsAccumulator()
+    floats.update(torch.cat(batches).double() / 7)
+    ref = reference([image.numpy() / 7 for batch in batches for image in batch])
+    assert floats.compute().pooled.mean == pytest.approx(ref["pooled"]["mean"], rel=1e-12)
+    with pytest.raises(ValueError, match="a batch of float64 after batches of int16"):
+        accumulator.update(batches[0].double())

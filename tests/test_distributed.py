@@ -121,3 +121,16 @@ def test_cli_under_torchrun_rank0_writes(tmp_path, rng):
     document = json.loads((tmp_path / "s.json").read_text())
     document.pop("created_at")
     assert without_float_noise(document) == without_float_noise(single_process(folder))
+
+
+@pytest.mark.parametrize("mode", ["allreduce", "accumulator"])
+def test_users_own_loop_reduces_to_the_whole(tmp_path, rng, mode):
+    folder = make_data(tmp_path / "data", rng, count=5)
+    run("spawn", 2, mode, folder, tmp_path / "out")
+    expected = single_process(folder)
+    documents = results(tmp_path / "out", 2)
+    assert len(documents) == 2
+    for document in documents:
+        assert "error" not in document, document
+        assert document["channels"] == expected["channels"] and document["pooled"] == expected["pooled"]
+        assert document["files"] == 5

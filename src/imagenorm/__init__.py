@@ -29,6 +29,7 @@ _LAZY = {
     "CTNormalize": "transforms",
     "AffineInverse": "transforms",
     "DegenerateStatisticsError": "transforms",
+    "StatsAccumulator": "stats.tensors",
 }
 
 __all__ = ["__version__", "compute_stats", "DatasetStats", "Summary", "PERCENTILES", *_LAZY,

@@ -151,6 +151,17 @@ class DatasetStats:
             notes=sorted(set(self.notes) | set(other.notes)),
         )
 
+    def all_reduce(self, group=None) -> "DatasetStats":
+        """The statistics of every rank's data together, on every rank (like torchmetrics' ``sync``).
+
+        For statistics each rank measured of its own part (e.g. in a user's DDP loop).
+        Integer data merge exactly; float percentiles need all data and are dropped.
+        """
+        from . import distributed
+
+        distributed.process_group(group)
+        return distributed.gather_merge(self, group)
+
     # --- files -----------------------------------------------------------------
     def save(self, path) -> None:
         """Write the stats file atomically (temporary file, then rename)."""

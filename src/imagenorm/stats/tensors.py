@@ -1,0 +1,126 @@
+"""Statistics of tensors already on a device (e.g. batches a GPU pipeline decoded or augmented).
+
+The pixels never leave their device: histograms (8/16-bit integers) are counted with
+``torch.bincount`` there and float moments reduced there in float64; only per-channel
+counts and moments cross to the host when :meth:`StatsAccumulator.compute` is called.
+
+Example:
+    >>> import torch
+    >>> accumulator = StatsAccumulator()
+    >>> accumulator.update(torch.tensor([[[[0, 10], [20, 30]]]], dtype=torch.uint8))  # (B, C, H, W)
+    >>> accumulator.compute().pooled.mean
+    15.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .result import DatasetStats
+from .state import FloatMoments, ImageSpread, IntegerHistogram
+
+_COUNTED = {torch.uint8: "uint8", torch.int8: "int8", torch.uint16: "uint16", torch.int16: "int16"}
+
+
+class StatsAccumulator:
+    """Accumulate exact statistics of ``(B, C, H, W)``/``(B, C, D, H, W)`` batches on their device."""
+
+    def __init__(self) -> None:
+        self.dtype: str | None = None
+        self.counts: torch.Tensor | None = None  # (C, bins) int64 on the batches' device
+        self.moments: FloatMoments | None = None
+        self.images = 0
+        self._means: list[np.ndarray] = []
+        self._stds: list[np.ndarray] = []
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Add a batch (its first axis indexes images, its second channels)."""
+        if batch.ndim < 3:
+            raise ValueError(f"Expected a batch of shape (B, C, ...), got {tuple(batch.shape)}")
+        name = _COUNTED.get(batch.dtype) or str(batch.dtype).removeprefix("torch.")
+        if self.dtype is not None and name != self.dtype:
+            raise ValueError(f"a batch of {name} after batches of {self.dtype}")
+        self.dtype = name
+        flat = batch.detach().reshape(batch.shape[0], batch.shape[1], -1)
+        if batch.dtype in _COUNTED:
+            self._count(flat)
+        else:
+            self._moments(flat)
+        self.images += batch.shape[0]
+
+    def _count(self, flat: torch.Tensor) -> None:
+        bits = torch.iinfo(flat.dtype).bits
+        offset = torch.iinfo(flat.dtype).min
+        channels = flat.shape[1]
+        if self.counts is None:
+            self.counts = torch.zeros((channels, 1 << bits), dtype=torch.int64, device=flat.device)
+        for image in flat:
+            shifted = image.to(torch.int32) - offset  # non-negative bin indices
+            per_channel = torch.stack([torch.bincount(row, minlength=1 << bits) for row in shifted])
+            self.counts += per_channel
+            values = torch.arange(1 << bits, device=flat.device, dtype=torch.float64) + offset
+            total = per_channel.sum(1).clamp(min=1).double()
+            mean = per_channel.double() @ values / total
+            variance = (per_channel.double() @ (values * values) / total - mean * mean).clamp(min=0)
+            self._means.append(mean.cpu().numpy())
+            self._stds.append(variance.sqrt().cpu().numpy())
+
+    def _moments(self, flat: torch.Tensor) -> None:
+        channels = flat.shape[1]
+        if self.moments is None:
+            self.moments = FloatMoments.empty(channels)
+        for image in flat.to(torch.float64):
+            finite = torch.isfinite(image)
+            count = finite.sum(1)
+            zeros = torch.zeros((), dtype=torch.float64, device=image.device)
+            mean = torch.where(finite, image, zeros).sum(1) / count.clamp(min=1)
+            m2 = torch.where(finite, (image - mean[:, None]) ** 2, zeros).sum(1)
+            inf = torch.tensor(float("inf"), dtype=torch.float64, device=image.device)
+            part = FloatMoments(
+                count=count.cpu().numpy().astype(np.int64),
+                mean=mean.cpu().numpy(),
+                m2=m2.cpu().numpy(),
+                minimum=torch.where(finite, image, inf).amin(1).cpu().numpy(),
+                maximum=torch.where(finite, image, -inf).amax(1).cpu().numpy(),
+                nonfinite=(~finite).sum(1).cpu().numpy().astype(np.int64),
+            )
+            self.moments = self.moments.merge(part)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self._means.append(part.mean)
+                self._stds.append(np.sqrt(part.m2 / part.count))
+
+    def all_reduce(self, group=None) -> None:
+        """Sum the histograms over all ranks in place (on the device); moments are merged exactly."""
+        import torch.distributed as dist
+
+        from . import distributed
+
+        if self.counts is not None:
+            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM, group=group)
+        if self.moments is not None:
+            self.moments = distributed.gather_merge(self.moments, group)
+        spreads = distributed.gather(self._spread(), group)
+        merged = spreads[0]
+        for other in spreads[1:]:
+            merged = merged.merge(other)
+        self._merged_spread = merged
+        self.images = sum(distributed.gather(self.images, group))
+
+    def _spread(self) -> ImageSpread:
+        channels = len(self._means[0]) if self._means else 1
+        return ImageSpread.of_images(self._means, self._stds, channels)
+
+    def compute(self) -> DatasetStats:
+        """The statistics of everything added (one small transfer to the host)."""
+        if self.dtype is None:
+            raise ValueError("no batch was added")
+        spread = getattr(self, "_merged_spread", None) or self._spread()
+        if self.counts is not None:
+            state = IntegerHistogram(self.dtype, self.counts.cpu().numpy())
+        else:
+            state = self.moments
+        channels = state.counts.shape[0] if isinstance(state, IntegerHistogram) else state.count.size
+        names = ("gray",) if channels == 1 else ("red", "green", "blue") if channels == 3 else tuple(f"channel{i}" for i in range(channels))
+        return DatasetStats(dtype=self.dtype, channel_names=names, state=state, files=self.images, spread=spread,
+                            created_by="imagenorm StatsAccumulator")
