@@ -217,3 +217,17 @@ def test_plot_without_matplotlib(measured, tmp_path, monkeypatch):
     result = invoke("plot", str(measured), "-o", str(tmp_path / "h.png"))
     assert result.exit_code == 1
     assert result.output.strip() == "error: plotting needs matplotlib: pip install 'imagenorm[plot]'"
+
+
+def test_a_bug_is_still_one_line(folder, monkeypatch):
+    import imagenorm.stats
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(imagenorm.stats, "compute_stats", broken)
+    result = invoke("stats", str(folder))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "internal error: RuntimeError: something unexpected (please report it; IMAGENORM_DEBUG=1 shows the traceback)"
+    ]

@@ -33,52 +33,23 @@ if not out.is_terminal:  # piped or captured: room for the tables instead of 80 
     out = Console(highlight=False, width=120)
 
 
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
+def choices(name: str, *values: str) -> type[Enum]:
+    """A str Enum of ``values`` (what typer needs for an option with fixed choices)."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class NonFinite(str, Enum):
-    fail = "fail"
-    ignore = "ignore"
+OnError = choices("OnError", "fail", "skip")
+NonFinite = choices("NonFinite", "fail", "ignore")
+Alpha = choices("Alpha", "drop", "keep")
+Convert = choices("Convert", "gray", "rgb")
+DicomValues = choices("DicomValues", "modality", "stored")
+Monochrome1 = choices("Monochrome1", "keep", "invert")
+Nifti4D = choices("Nifti4D", "channels", "pooled")
+FloatPercentiles = choices("FloatPercentiles", "exact", "histogram")
+Method = choices("Method", "zscore", "minmax", "percentile")
 
-
-class Alpha(str, Enum):
-    drop = "drop"
-    keep = "keep"
-
-
-class Convert(str, Enum):
-    gray = "gray"
-    rgb = "rgb"
-
-
-class DicomValues(str, Enum):
-    modality = "modality"
-    stored = "stored"
-
-
-class Monochrome1(str, Enum):
-    keep = "keep"
-    invert = "invert"
-
-
-class Nifti4D(str, Enum):
-    channels = "channels"
-    pooled = "pooled"
-
-
-class FloatPercentiles(str, Enum):
-    exact = "exact"
-    histogram = "histogram"
-
-
-class Method(str, Enum):
-    zscore = "zscore"
-    minmax = "minmax"
-    percentile = "percentile"
-
-
+ON_ERROR_OPTION = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on.")
+WORKERS_OPTION = typer.Option(0, "--workers", "-w", min=0, help="Worker processes (0: none).")
 STATS_OPTION = typer.Option(None, "--stats", "-s", help="Stats file from 'imagenorm stats' (not needed with --per-image).")
 METHOD_OPTION = typer.Option(..., "--method", "-m", help="zscore, minmax or percentile.")
 PER_IMAGE_OPTION = typer.Option(False, "--per-image", help="Each image's own statistics instead of the dataset's.")
@@ -121,6 +92,14 @@ def reports_errors(command):
             where = f"{display_path(error.filename)}: " if error.filename else ""
             err.print(f"[red]error:[/red] {escape(where + (error.strerror or str(error)))}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug: still one line (IMAGENORM_DEBUG=1 shows the traceback)
+            if os.environ.get("IMAGENORM_DEBUG"):
+                raise
+            err.print(f"[red]internal error:[/red] {escape(f'{type(error).__name__}: {error}')} "
+                      "(please report it; IMAGENORM_DEBUG=1 shows the traceback)", soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -130,8 +109,8 @@ def reports_errors(command):
 def stats(
     paths: List[str] = typer.Argument(..., help="Image files, folders, globs or .txt lists of paths."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the stats file (JSON) here."),
-    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Worker processes (0: none)."),
-    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on."),
+    workers: int = WORKERS_OPTION,
+    on_error: OnError = ON_ERROR_OPTION,
     nonfinite: NonFinite = typer.Option(NonFinite.fail, "--nonfinite", help="NaN/Inf in float images: fail, or ignore (leave out, count)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse larger images before decoding."),
     alpha: Alpha = typer.Option(Alpha.drop, "--alpha", help="Drop or keep an alpha channel."),
@@ -215,8 +194,8 @@ def check(
     low: float = LOW_OPTION,
     high: float = HIGH_OPTION,
     tolerance: float = typer.Option(0.05, "--tolerance", "-t", min=0.0, help="Allowed miss (std units, or range fraction)."),
-    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Worker processes (0: none)."),
-    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on."),
+    workers: int = WORKERS_OPTION,
+    on_error: OnError = ON_ERROR_OPTION,
 ) -> None:
     """Normalize on the fly and report what came out per channel; exit 1 when it misses."""
     from .check import check_normalization
@@ -242,7 +221,7 @@ def apply(
     out_range: Tuple[float, float] = RANGE_OPTION,
     low: float = LOW_OPTION,
     high: float = HIGH_OPTION,
-    on_error: OnError = typer.Option(OnError.fail, "--on-error", help="fail: stop at a bad file; skip: list it and go on."),
+    on_error: OnError = ON_ERROR_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a normalized float32 copy (.npy per image, mirroring the tree, with a manifest); resumable."""
