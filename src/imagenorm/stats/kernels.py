@@ -100,3 +100,107 @@ def warm_up(dtype: np.dtype, channels: int) -> None:
     """Compile the kernel for ``dtype`` now (before worker processes fork)."""
     sample = np.zeros((channels, 2, 3), dtype=dtype)
     count_values(sample, np.zeros((BANKS, channels, 1 << (8 * np.dtype(dtype).itemsize)), np.int64))
+
+
+@njit(nogil=True, cache=True)
+def _float_row_moments(row, out):  # pragma: no cover - compiled
+    """out = [count, mean, m2, min, max, nonfinite] of the finite values of ``row`` (float64,
+    compensated sums: relative error near machine precision whatever the length)."""
+    count = 0
+    total = 0.0
+    carry = 0.0
+    low = np.inf
+    high = -np.inf
+    bad = 0
+    for i in range(row.size):
+        value = np.float64(row[i])
+        if not np.isfinite(value):
+            bad += 1
+            continue
+        count += 1
+        step = value - carry
+        new_total = total + step
+        carry = (new_total - total) - step
+        total = new_total
+        low = min(low, value)
+        high = max(high, value)
+    mean = total / count if count else 0.0
+    m2 = 0.0
+    carry = 0.0
+    if count:
+        for i in range(row.size):
+            value = np.float64(row[i])
+            if np.isfinite(value):
+                square = (value - mean) * (value - mean)
+                step = square - carry
+                new_m2 = m2 + step
+                carry = (new_m2 - m2) - step
+                m2 = new_m2
+    out[0] = count
+    out[1] = mean
+    out[2] = m2
+    out[3] = low
+    out[4] = high
+    out[5] = bad
+
+
+def float_moments(pixels: np.ndarray) -> np.ndarray:
+    """Per channel ``[count, mean, m2, min, max, nonfinite]`` of channel-first float pixels, ``(C, 6)``."""
+    if pixels.dtype.kind not in "fiu" or pixels.dtype.itemsize < 4 and pixels.dtype.kind == "f":
+        pixels = pixels.astype(np.float32)  # float16 and bool: a type the kernel compiles for
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    flat = pixels.reshape(pixels.shape[0], -1)
+    result = np.zeros((flat.shape[0], 6), np.float64)
+    for channel in range(flat.shape[0]):
+        _float_row_moments(np.ascontiguousarray(flat[channel]), result[channel])
+    return result
+
+
+@njit(nogil=True, cache=True)
+def _bin_float_row(row, low, scale, bins, counts):  # pragma: no cover - compiled
+    """counts[clip(int((x - low) * scale), 0, bins - 1)] += 1 for finite x (FloatHistogram.bin_of's formula)."""
+    for i in range(row.size):
+        value = np.float64(row[i])
+        if np.isfinite(value):
+            index = np.int64((value - low) * scale)
+            if index < 0:
+                index = 0
+            elif index > bins - 1:
+                index = bins - 1
+            counts[index] += 1
+
+
+def bin_floats(row: np.ndarray, low: float, scale: float, counts: np.ndarray) -> None:
+    """Add the finite values of ``row`` into ``counts`` (``scale`` 0: everything in bin 0)."""
+    if row.dtype.kind not in "fiu" or row.dtype.itemsize < 4 and row.dtype.kind == "f" or not row.dtype.isnative:
+        row = row.astype(np.float64)
+    _bin_float_row(np.ascontiguousarray(row).reshape(-1), np.float64(low), np.float64(scale), counts.size, counts)
+
+
+@njit(nogil=True, cache=True)
+def _select_in_bins(row, low, scale, bins, wanted, out):  # pragma: no cover - compiled
+    """Copy the finite values of ``row`` whose bin is marked in ``wanted`` into ``out``; return how many."""
+    kept = 0
+    for i in range(row.size):
+        value = np.float64(row[i])
+        if np.isfinite(value):
+            index = np.int64((value - low) * scale)
+            if index < 0:
+                index = 0
+            elif index > bins - 1:
+                index = bins - 1
+            if wanted[index]:
+                out[kept] = value
+                kept += 1
+    return kept
+
+
+def values_in_bins(row: np.ndarray, low: float, scale: float, wanted: np.ndarray) -> np.ndarray:
+    """The finite values of ``row`` that fall in the bins marked by the boolean ``wanted``."""
+    if row.dtype.kind not in "fiu" or row.dtype.itemsize < 4 and row.dtype.kind == "f" or not row.dtype.isnative:
+        row = row.astype(np.float64)
+    flat = np.ascontiguousarray(row).reshape(-1)
+    out = np.empty(flat.size, np.float64)
+    kept = _select_in_bins(flat, np.float64(low), np.float64(scale), wanted.size, wanted, out)
+    return out[:kept]

@@ -269,21 +269,15 @@ class FloatMoments:
 
         Returns the image's per-channel mean and std (NaN for a channel with no finite value).
         """
-        flat = pixels.reshape(pixels.shape[0], -1)
-        batch = FloatMoments.empty(flat.shape[0])
-        for channel, samples in enumerate(flat):
-            samples = samples.astype(np.float64, copy=False)
-            finite = np.isfinite(samples)
-            if not finite.all():
-                batch.nonfinite[channel] = samples.size - int(finite.sum())
-                samples = samples[finite]
-            if samples.size:
-                mean = samples.mean()
-                batch.count[channel] = samples.size
-                batch.mean[channel] = mean
-                batch.m2[channel] = np.square(samples - mean).sum()
-                batch.minimum[channel] = samples.min()
-                batch.maximum[channel] = samples.max()
+        moments = kernels.float_moments(pixels)  # compiled passes, no temporaries
+        batch = FloatMoments(
+            count=moments[:, 0].astype(np.int64),
+            mean=moments[:, 1].copy(),
+            m2=moments[:, 2].copy(),
+            minimum=moments[:, 3].copy(),
+            maximum=moments[:, 4].copy(),
+            nonfinite=moments[:, 5].astype(np.int64),
+        )
         merged = self.merge(batch)
         self.__dict__.update(merged.__dict__)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -351,10 +345,10 @@ class FloatHistogram:
         flat = pixels.reshape(pixels.shape[0], -1)
         pooled_row = self.low.size - 1
         for channel, samples in enumerate(flat):
-            samples = samples.astype(np.float64, copy=False)
-            samples = samples[np.isfinite(samples)]
             for row in (channel, pooled_row):
-                self.counts[row] += self._bin(samples, row)
+                width = self.high[row] - self.low[row]
+                scale = FLOAT_BINS / width if width > 0 else 0.0
+                kernels.bin_floats(samples, self.low[row], scale, self.counts[row])
 
     def _bin(self, samples: np.ndarray, row: int) -> np.ndarray:
         return np.bincount(self.bin_of(samples, row), minlength=FLOAT_BINS)
@@ -461,13 +455,16 @@ class BracketValues:
         return BracketValues(self.histogram, self.bins)
 
     def update(self, pixels: np.ndarray) -> None:
+        """Collect the finite values of channel-first ``pixels`` that fall in a target bin."""
         flat = pixels.reshape(pixels.shape[0], -1)
         pooled_row = len(self.bins) - 1
         for channel, samples in enumerate(flat):
-            samples = samples.astype(np.float64, copy=False)
-            samples = samples[np.isfinite(samples)]
             for row in (channel, pooled_row):
-                inside = samples[np.isin(self.histogram.bin_of(samples, row), self.bins[row])]
+                wanted = np.zeros(FLOAT_BINS, np.bool_)
+                wanted[self.bins[row]] = True
+                width = self.histogram.high[row] - self.histogram.low[row]
+                scale = FLOAT_BINS / width if width > 0 else 0.0
+                inside = kernels.values_in_bins(samples, self.histogram.low[row], scale, wanted)
                 if inside.size:
                     self._add(row, *np.unique(inside, return_counts=True))
 
