@@ -243,3 +243,13 @@ def test_cli_stats_on_dicom_folder_with_mask(tmp_path):
     assert "no [0, 1] scale for int32 values" in result.output
     document = imagenorm.DatasetStats.load(tmp_path / "ct.json").to_dict()
     assert document["mask"] == "threshold:>-500" and document["exact"] and document["dtype"] == "int32"
+
+
+def test_dicom_bits_stored_recorded_for_stored_values(tmp_path):
+    dataset = pydicom.dcmread(DICOM / "CT_small.dcm")
+    dataset.PixelRepresentation, dataset.BitsStored, dataset.HighBit = 0, 12, 11
+    dataset.PixelData = np.clip(dataset.pixel_array.astype(np.int32), 0, 4095).astype(np.uint16).tobytes()
+    dataset.save_as(tmp_path / "u12.dcm")
+    stats = imagenorm.compute_stats(str(tmp_path / "u12.dcm"), dicom_values="stored")
+    assert stats.dtype == "uint16" and stats.significant_bits == 12
+    assert imagenorm.compute_stats(str(tmp_path / "u12.dcm")).significant_bits is None  # HU: not raw bits

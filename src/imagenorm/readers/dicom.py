@@ -42,12 +42,15 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         else:
             notes.append("MONOCHROME1 kept as stored (low values display bright)")
     values = stored if options.dicom_values == "stored" else _modality(dataset, stored)
+    bits = int(dataset.get("BitsStored", 0) or 0)
+    declared = bits if values is stored and values.dtype.kind == "u" and 0 < bits < values.dtype.itemsize * 8 else None
     samples = int(dataset.get("SamplesPerPixel", 1))
     if samples == 1:
         pixels, names = values[None], GRAY
     else:
         pixels, names = channel_first(values), RGB if samples == 3 else tuple(f"channel{i}" for i in range(samples))
-    return DecodedImage(pixels=pixels, channels=names, spacing=_spacing(dataset), notes=tuple(notes))
+    return DecodedImage(pixels=pixels, channels=names, spacing=_spacing(dataset), notes=tuple(notes),
+                        significant_bits=declared)
 
 
 def _pydicom():
