@@ -66,10 +66,24 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, many_images, rng):
         stats_api(many_images, checkpoint=str(checkpoint))
 
 
-def test_float_checkpoint_round_trip(tmp_path, rng):
-    images = [random_image(rng, "float32", (2, 6, 7)) for _ in range(40)]
-    for index, image in enumerate(images):
-        np.save(tmp_path / f"{index:02d}.npy", image)
-    plain = imagenorm.compute_stats(tmp_path)
-    checked = imagenorm.compute_stats(tmp_path, checkpoint=str(tmp_path.parent / "f.ckpt"), checkpoint_every=1)
-    assert checked.channels == plain.channels and checked.pooled == plain.pooled
+def test_interrupted_float_run_resumes_exactly(tmp_path, rng):
+    """Float moments (Chan's merge) resume bit for bit: the same merges in the same order."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(200):  # chunks of 64 images: a checkpoint after each
+        np.save(data / f"{index:03d}.npy", random_image(rng, "float32", (2, 6, 7)))
+    checkpoint = str(tmp_path / "f.ckpt")
+    seen = []
+
+    def interrupt(done):
+        seen.append(done)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C mid-run
+
+    with pytest.raises(KeyboardInterrupt):
+        imagenorm.compute_stats(data, checkpoint=checkpoint, checkpoint_every=1, progress=interrupt)
+    assert os.path.exists(checkpoint)
+    resumed = imagenorm.compute_stats(data, checkpoint=checkpoint, checkpoint_every=1)
+    plain = imagenorm.compute_stats(data)
+    assert resumed.channels == plain.channels and resumed.pooled == plain.pooled
+    assert not os.path.exists(checkpoint)

@@ -106,17 +106,23 @@ class NormalizedDataset(Dataset):
         reason: why that cache was chosen.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable, cache: str, reason: str) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable, cache: str, reason: str,
+                 first: tuple | None = None) -> None:
         self.dataset, self.transform, self.cache, self.reason = dataset, transform, cache, reason
         self._images: torch.Tensor | None = None
         self._labels: list | None = None
         if cache == "memory":
-            self._fill()
+            self._fill(first)
 
-    def _fill(self) -> None:
-        """Normalize every item once, straight into one preallocated tensor."""
-        first, first_label = _split(self.dataset[0])
-        sample = self.transform(first)
+    def _fill(self, first_item: tuple | None) -> None:
+        """Normalize every item once, straight into one preallocated tensor.
+
+        ``first_item``: item 0 as ``(image, label, normalized)`` when already at hand.
+        """
+        if first_item is None:
+            first, first_label = _split(self.dataset[0])
+            first_item = (first, first_label, self.transform(first))
+        first, first_label, sample = first_item
         self._images = torch.empty((len(self.dataset), *sample.shape), dtype=sample.dtype)
         self._images[0] = sample
         labels = [first_label]
@@ -193,11 +199,12 @@ def normalize_dataset(
     if cache != "auto":
         return NormalizedDataset(dataset, transform, cache, f"cache={cache!r} was asked for")
     budget = parse_size(memory_budget)
-    sample = transform(_split(dataset[0])[0])
+    image, label = _split(dataset[0])
+    sample = transform(image)  # measured once, then kept as item 0
     needed = len(dataset) * sample.numel() * sample.element_size()
     if needed <= budget:
         reason = f"{_human(needed)} of normalized data fit the {_human(budget)} budget: normalized once, kept in memory"
-        return NormalizedDataset(dataset, transform, "memory", reason)
+        return NormalizedDataset(dataset, transform, "memory", reason, first=(image, label, sample))
     reason = f"{_human(needed)} of normalized data exceed the {_human(budget)} budget: normalized on the fly"
     return NormalizedDataset(dataset, transform, "none", reason)
 

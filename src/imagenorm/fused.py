@@ -71,13 +71,13 @@ def _interleaved(x, out, scale, shift, low, high, clip):  # pragma: no cover - c
             out[pixel, channel] = value
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A thread pool per process (a forked DataLoader worker makes its own)."""
-    key = os.getpid() * 1000 + threads
+    key = (os.getpid(), threads)
     with _pools_lock:
         if key not in _pools:
             _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="imagenorm")

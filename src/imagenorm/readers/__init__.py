@@ -104,7 +104,15 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise ReadError(path, "empty file (0 bytes)") from None
         raise ReadError(path, describe_decoder_error(error)) from None
-    return apply_channel_options(image, options, path)
+    return apply_channel_options(native_order(image), options, path)
+
+
+def native_order(image: DecodedImage) -> DecodedImage:
+    """Decoded pixels are always in this machine's byte order (DICOM, NIfTI, TIFF and .npy may not be)."""
+    pixels = image.pixels
+    if pixels.dtype.isnative:
+        return image
+    return replace(image, pixels=pixels.astype(pixels.dtype.newbyteorder("=")))
 
 
 def describe_decoder_error(error: Exception) -> str:

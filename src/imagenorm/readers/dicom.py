@@ -31,8 +31,6 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
     stored = _pixels(dataset, path)
-    if not stored.dtype.isnative:
-        stored = stored.astype(stored.dtype.newbyteorder("="))
     notes = []
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
         if options.monochrome1 == "invert":

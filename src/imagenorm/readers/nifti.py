@@ -1,8 +1,8 @@
 """NIfTI-1 and NIfTI-2 (``.nii``, ``.nii.gz``) through nibabel (the ``medical`` extra).
 
 ``scl_slope``/``scl_inter`` are applied; unscaled integer volumes keep their dtype (so
-their statistics are exact), scaled ones become float64. Big-endian data are converted
-to native order. A 3-D volume is one channel ``(1, X, Y, Z)``; the 4th axis of a 4-D
+their statistics are exact), scaled ones become float64 (``read_image`` makes big-endian
+data native). A 3-D volume is one channel ``(1, X, Y, Z)``; the 4th axis of a 4-D
 volume is the channel axis (``nifti_4d="channels"``) or pooled into one channel
 (``"pooled"``).
 """
@@ -29,8 +29,6 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     shape = image.shape
     check_pixel_limit(path, math.prod(shape[:3]) * (math.prod(shape[3:]) if len(shape) > 3 else 1), options.max_pixels)
     data = _scaled(image)
-    if not data.dtype.isnative:
-        data = data.astype(data.dtype.newbyteorder("="))
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     if data.ndim <= 3:
         return DecodedImage(pixels=data.reshape((1,) + data.shape), channels=GRAY, spacing=zooms)

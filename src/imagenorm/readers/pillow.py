@@ -14,9 +14,6 @@ from . import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, chec
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 
-# Modes whose samples Pillow hands over unchanged, with their channel names.
-_EXACT_MODES = {"L": GRAY, "LA": ("gray", "alpha"), "RGB": None, "RGBA": None, "I;16": GRAY, "F": GRAY}
-
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode with Pillow, refusing oversized images before any pixel is decoded."""
@@ -55,9 +52,7 @@ def _frame_array(image: Image.Image) -> tuple[np.ndarray, bool]:
         return np.asarray(image.convert("L")), False
     if image.mode == "I":  # 32-bit integer (rare outside TIFF); values kept
         return np.asarray(image, dtype=np.int32), False
-    if image.mode not in _EXACT_MODES:
-        return np.asarray(image), False
-    return np.asarray(image), False
+    return np.asarray(image), False  # L, LA, RGB, RGBA, I;16, F: samples as stored
 
 
 class PngHeader(NamedTuple):

@@ -77,7 +77,8 @@ def compute_stats(
             their statistics; every rank returns the same result (``group``: another group).
         timeout: seconds a rank waits for the others before naming the ranks missing.
         checkpoint: a file where the first pass saves its merged state every
-            ``checkpoint_every`` items or ``checkpoint_seconds``; the same call after an
+            ``checkpoint_every`` items or ``checkpoint_seconds`` (at the end of a chunk of at
+            most 64 items); the same call after an
             interruption resumes from it and gives exactly the uninterrupted result (it is
             removed at the end; under torch.distributed each rank keeps ``FILE.rank<r>``).
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag

@@ -15,7 +15,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ImagenormError, ReadError, display_path
-from ..readers import DecodedImage, ReadOptions, apply_channel_options, array_channels, channel_first, channels_for, read_image
+from ..readers import (
+    DecodedImage,
+    ReadOptions,
+    apply_channel_options,
+    array_channels,
+    channel_first,
+    channels_for,
+    native_order,
+    read_image,
+)
 from ..readers.numpy_file import to_channel_first
 
 
@@ -146,7 +155,7 @@ class DatasetItems(ItemSource):
             raise
         except Exception as error:
             raise ReadError(self.name(index), f"{type(error).__name__}: {error}") from None
-        return apply_channel_options(to_decoded(item, self.name(index)), options, self.name(index))
+        return apply_channel_options(native_order(to_decoded(item, self.name(index))), options, self.name(index))
 
 
 def to_decoded(item: Any, name: str) -> DecodedImage:

@@ -63,14 +63,25 @@ def count_range(values: np.ndarray, low: int, counts: np.ndarray) -> None:
         _count_from(np.ascontiguousarray(row), np.int64(low), out)
 
 
+def native(array: np.ndarray) -> np.ndarray:
+    """``array`` in this machine's byte order (a copy only for big-endian data)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def as_kernel_floats(array: np.ndarray) -> np.ndarray:
+    """Native-order values of a type the float kernels compile for (float16 and bool widened)."""
+    if array.dtype.kind == "b" or array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        return array.astype(np.float32)
+    return native(array)
+
+
 def count_values(pixels: np.ndarray, banks: np.ndarray) -> None:
     """Add the bit patterns of channel-first ``pixels`` ``(C, ...)`` into ``banks[2, C, bins]``.
 
     Channel-last buffers (what decoders produce) and channel-first ones are both
     read in place; other strides are copied first.
     """
-    if not pixels.dtype.isnative:  # big-endian data (DICOM, NIfTI, TIFF): the bit patterns must be native
-        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    pixels = native(pixels)  # the bit patterns must be native order
     unsigned = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
     channels = unsigned.shape[0]
     if channels == 1:  # any memory order will do (NIfTI volumes are Fortran-ordered): no copy
@@ -145,62 +156,70 @@ def _float_row_moments(row, out):  # pragma: no cover - compiled
 
 
 def float_moments(pixels: np.ndarray) -> np.ndarray:
-    """Per channel ``[count, mean, m2, min, max, nonfinite]`` of channel-first float pixels, ``(C, 6)``."""
-    if pixels.dtype.kind not in "fiu" or pixels.dtype.itemsize < 4 and pixels.dtype.kind == "f":
-        pixels = pixels.astype(np.float32)  # float16 and bool: a type the kernel compiles for
-    if not pixels.dtype.isnative:
-        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-    flat = pixels.reshape(pixels.shape[0], -1)
+    """Per channel ``[count, mean, m2, min, max, nonfinite]`` of channel-first pixels, ``(C, 6)``."""
+    flat = as_kernel_floats(pixels).reshape(pixels.shape[0], -1)
     result = np.zeros((flat.shape[0], 6), np.float64)
     for channel in range(flat.shape[0]):
         _float_row_moments(np.ascontiguousarray(flat[channel]), result[channel])
     return result
 
 
+@njit(inline="always")
+def _bin_index(value, low, scale, bins):  # pragma: no cover - compiled
+    """The float histogram's bin of ``value``: ``clip(int((value - low) * scale), 0, bins - 1)``."""
+    index = np.int64((value - low) * scale)
+    if index < 0:
+        return 0
+    if index > bins - 1:
+        return bins - 1
+    return index
+
+
 @njit(nogil=True, cache=True)
 def _bin_float_row(row, low, scale, bins, counts):  # pragma: no cover - compiled
-    """counts[clip(int((x - low) * scale), 0, bins - 1)] += 1 for finite x (FloatHistogram.bin_of's formula)."""
     for i in range(row.size):
         value = np.float64(row[i])
         if np.isfinite(value):
-            index = np.int64((value - low) * scale)
-            if index < 0:
-                index = 0
-            elif index > bins - 1:
-                index = bins - 1
-            counts[index] += 1
+            counts[_bin_index(value, low, scale, bins)] += 1
 
 
-def bin_floats(row: np.ndarray, low: float, scale: float, counts: np.ndarray) -> None:
-    """Add the finite values of ``row`` into ``counts`` (``scale`` 0: everything in bin 0)."""
-    if row.dtype.kind not in "fiu" or row.dtype.itemsize < 4 and row.dtype.kind == "f" or not row.dtype.isnative:
-        row = row.astype(np.float64)
-    _bin_float_row(np.ascontiguousarray(row).reshape(-1), np.float64(low), np.float64(scale), counts.size, counts)
+@njit(nogil=True, cache=True)
+def _bin_indices(row, low, scale, bins, out):  # pragma: no cover - compiled
+    for i in range(row.size):
+        out[i] = _bin_index(np.float64(row[i]), low, scale, bins)
 
 
 @njit(nogil=True, cache=True)
 def _select_in_bins(row, low, scale, bins, wanted, out):  # pragma: no cover - compiled
-    """Copy the finite values of ``row`` whose bin is marked in ``wanted`` into ``out``; return how many."""
     kept = 0
     for i in range(row.size):
         value = np.float64(row[i])
-        if np.isfinite(value):
-            index = np.int64((value - low) * scale)
-            if index < 0:
-                index = 0
-            elif index > bins - 1:
-                index = bins - 1
-            if wanted[index]:
-                out[kept] = value
-                kept += 1
+        if np.isfinite(value) and wanted[_bin_index(value, low, scale, bins)]:
+            out[kept] = value
+            kept += 1
     return kept
+
+
+def _flat(row: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(as_kernel_floats(row)).reshape(-1)
+
+
+def bin_floats(row: np.ndarray, low: float, scale: float, counts: np.ndarray) -> None:
+    """Add the finite values of ``row`` into the float histogram ``counts`` (``scale`` 0: bin 0)."""
+    _bin_float_row(_flat(row), np.float64(low), np.float64(scale), counts.size, counts)
+
+
+def bin_indices(values: np.ndarray, low: float, scale: float, bins: int) -> np.ndarray:
+    """The bin of each (finite) value, by the same formula as :func:`bin_floats`."""
+    flat = _flat(values)
+    out = np.empty(flat.size, np.int64)
+    _bin_indices(flat, np.float64(low), np.float64(scale), bins, out)
+    return out
 
 
 def values_in_bins(row: np.ndarray, low: float, scale: float, wanted: np.ndarray) -> np.ndarray:
     """The finite values of ``row`` that fall in the bins marked by the boolean ``wanted``."""
-    if row.dtype.kind not in "fiu" or row.dtype.itemsize < 4 and row.dtype.kind == "f" or not row.dtype.isnative:
-        row = row.astype(np.float64)
-    flat = np.ascontiguousarray(row).reshape(-1)
+    flat = _flat(row)
     out = np.empty(flat.size, np.float64)
     kept = _select_in_bins(flat, np.float64(low), np.float64(scale), wanted.size, wanted, out)
     return out[:kept]

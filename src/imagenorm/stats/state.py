@@ -346,20 +346,16 @@ class FloatHistogram:
         pooled_row = self.low.size - 1
         for channel, samples in enumerate(flat):
             for row in (channel, pooled_row):
-                width = self.high[row] - self.low[row]
-                scale = FLOAT_BINS / width if width > 0 else 0.0
-                kernels.bin_floats(samples, self.low[row], scale, self.counts[row])
+                kernels.bin_floats(samples, self.low[row], self.scale(row), self.counts[row])
 
-    def _bin(self, samples: np.ndarray, row: int) -> np.ndarray:
-        return np.bincount(self.bin_of(samples, row), minlength=FLOAT_BINS)
+    def scale(self, row: int) -> float:
+        """Bins per unit of value in ``row`` (0 when min equals max: one bin)."""
+        width = self.high[row] - self.low[row]
+        return FLOAT_BINS / width if width > 0 else 0.0
 
     def bin_of(self, samples: np.ndarray, row: int) -> np.ndarray:
-        """The bin of each sample in ``row`` (the one formula every pass uses)."""
-        width = self.high[row] - self.low[row]
-        if width <= 0:
-            return np.zeros(samples.size, np.int64)
-        index = ((samples - self.low[row]) * (FLOAT_BINS / width)).astype(np.int64)
-        return np.clip(index, 0, FLOAT_BINS - 1, out=index)
+        """The bin of each sample in ``row`` (the compiled formula every pass uses)."""
+        return kernels.bin_indices(samples, self.low[row], self.scale(row), FLOAT_BINS)
 
     def target_bins(self, row: int, qs=PERCENTILES) -> np.ndarray:
         """The bins that hold the ranks numpy's linear percentiles read."""
@@ -462,9 +458,7 @@ class BracketValues:
             for row in (channel, pooled_row):
                 wanted = np.zeros(FLOAT_BINS, np.bool_)
                 wanted[self.bins[row]] = True
-                width = self.histogram.high[row] - self.histogram.low[row]
-                scale = FLOAT_BINS / width if width > 0 else 0.0
-                inside = kernels.values_in_bins(samples, self.histogram.low[row], scale, wanted)
+                inside = kernels.values_in_bins(samples, self.histogram.low[row], self.histogram.scale(row), wanted)
                 if inside.size:
                     self._add(row, *np.unique(inside, return_counts=True))
 

@@ -31,8 +31,7 @@ class StatsAccumulator:
         self.counts: torch.Tensor | None = None  # (C, bins) int64 on the batches' device
         self.moments: FloatMoments | None = None
         self.images = 0
-        self._means: list[np.ndarray] = []
-        self._stds: list[np.ndarray] = []
+        self.spread: ImageSpread | None = None  # per-image means and stds, merged like the rest
 
     def update(self, batch: torch.Tensor) -> None:
         """Add a batch (its first axis indexes images, its second channels)."""
@@ -43,33 +42,34 @@ class StatsAccumulator:
             raise ValueError(f"a batch of {name} after batches of {self.dtype}")
         self.dtype = name
         flat = batch.detach().reshape(batch.shape[0], batch.shape[1], -1)
-        if batch.dtype in _COUNTED:
-            self._count(flat)
-        else:
-            self._moments(flat)
+        means, stds = self._count(flat) if batch.dtype in _COUNTED else self._moments(flat)
+        batch_spread = ImageSpread.of_images(means, stds, flat.shape[1])
+        self.spread = batch_spread if self.spread is None else self.spread.merge(batch_spread)
         self.images += batch.shape[0]
 
-    def _count(self, flat: torch.Tensor) -> None:
-        bits = torch.iinfo(flat.dtype).bits
-        offset = torch.iinfo(flat.dtype).min
-        channels = flat.shape[1]
+    def _count(self, flat: torch.Tensor) -> tuple[list, list]:
+        """Histogram each image on its device; returns the images' per-channel means and stds."""
+        bins, offset = 1 << torch.iinfo(flat.dtype).bits, torch.iinfo(flat.dtype).min
         if self.counts is None:
-            self.counts = torch.zeros((channels, 1 << bits), dtype=torch.int64, device=flat.device)
+            self.counts = torch.zeros((flat.shape[1], bins), dtype=torch.int64, device=flat.device)
+        values = torch.arange(bins, device=flat.device, dtype=torch.float64) + offset
+        means, stds = [], []
         for image in flat:
             shifted = image.to(torch.int32) - offset  # non-negative bin indices
-            per_channel = torch.stack([torch.bincount(row, minlength=1 << bits) for row in shifted])
+            per_channel = torch.stack([torch.bincount(row, minlength=bins) for row in shifted])
             self.counts += per_channel
-            values = torch.arange(1 << bits, device=flat.device, dtype=torch.float64) + offset
             total = per_channel.sum(1).clamp(min=1).double()
             mean = per_channel.double() @ values / total
             variance = (per_channel.double() @ (values * values) / total - mean * mean).clamp(min=0)
-            self._means.append(mean.cpu().numpy())
-            self._stds.append(variance.sqrt().cpu().numpy())
+            means.append(mean.cpu().numpy())
+            stds.append(variance.sqrt().cpu().numpy())
+        return means, stds
 
-    def _moments(self, flat: torch.Tensor) -> None:
-        channels = flat.shape[1]
+    def _moments(self, flat: torch.Tensor) -> tuple[list, list]:
+        """float64 moments of each image on its device; returns the images' means and stds."""
         if self.moments is None:
-            self.moments = FloatMoments.empty(channels)
+            self.moments = FloatMoments.empty(flat.shape[1])
+        means, stds = [], []
         for image in flat.to(torch.float64):
             finite = torch.isfinite(image)
             count = finite.sum(1)
@@ -87,8 +87,9 @@ class StatsAccumulator:
             )
             self.moments = self.moments.merge(part)
             with np.errstate(invalid="ignore", divide="ignore"):
-                self._means.append(part.mean)
-                self._stds.append(np.sqrt(part.m2 / part.count))
+                means.append(part.mean)
+                stds.append(np.sqrt(part.m2 / part.count))
+        return means, stds
 
     def all_reduce(self, group=None) -> None:
         """Sum the histograms over all ranks in place (on the device); moments are merged exactly."""
@@ -100,27 +101,19 @@ class StatsAccumulator:
             dist.all_reduce(self.counts, op=dist.ReduceOp.SUM, group=group)
         if self.moments is not None:
             self.moments = distributed.gather_merge(self.moments, group)
-        spreads = distributed.gather(self._spread(), group)
-        merged = spreads[0]
-        for other in spreads[1:]:
-            merged = merged.merge(other)
-        self._merged_spread = merged
+        if self.spread is not None:
+            self.spread = distributed.gather_merge(self.spread, group)
         self.images = sum(distributed.gather(self.images, group))
-
-    def _spread(self) -> ImageSpread:
-        channels = len(self._means[0]) if self._means else 1
-        return ImageSpread.of_images(self._means, self._stds, channels)
 
     def compute(self) -> DatasetStats:
         """The statistics of everything added (one small transfer to the host)."""
         if self.dtype is None:
             raise ValueError("no batch was added")
-        spread = getattr(self, "_merged_spread", None) or self._spread()
         if self.counts is not None:
             state = IntegerHistogram(self.dtype, self.counts.cpu().numpy())
         else:
             state = self.moments
         channels = state.counts.shape[0] if isinstance(state, IntegerHistogram) else state.count.size
         names = ("gray",) if channels == 1 else ("red", "green", "blue") if channels == 3 else tuple(f"channel{i}" for i in range(channels))
-        return DatasetStats(dtype=self.dtype, channel_names=names, state=state, files=self.images, spread=spread,
+        return DatasetStats(dtype=self.dtype, channel_names=names, state=state, files=self.images, spread=self.spread,
                             created_by="imagenorm StatsAccumulator")
