@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ReadError
-from . import GRAY, RGB, DecodedImage, ReadOptions, channel_first, check_pixel_limit
+from .base import GRAY, RGB, DecodedImage, ReadOptions, channel_first, check_pixel_limit
 
 EXTENSIONS = (".dcm", ".dicom")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -48,7 +48,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     else:
         pixels, names = channel_first(values), RGB if samples == 3 else tuple(f"channel{i}" for i in range(samples))
     return DecodedImage(pixels=pixels, channels=names, spacing=_spacing(dataset), notes=tuple(notes),
-                        significant_bits=declared)
+                        significant_bits=declared, physical=options.dicom_values == "modality")
 
 
 def _pydicom():

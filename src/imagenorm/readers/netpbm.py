@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ReadError
-from . import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
+from .base import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".pgm", ".ppm", ".pnm", ".pbm")
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import GRAY, DecodedImage, ReadOptions, array_channels, check_pixel_limit
+from .base import GRAY, DecodedImage, ReadOptions, array_channels, check_pixel_limit
 
 EXTENSIONS = (".nii",)  # and .nii.gz, matched by reader_for
 
@@ -31,12 +31,12 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     data = _scaled(image)
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     if data.ndim <= 3:
-        return DecodedImage(pixels=data.reshape((1,) + data.shape), channels=GRAY, spacing=zooms)
+        return DecodedImage(pixels=data.reshape((1,) + data.shape), channels=GRAY, spacing=zooms, physical=True)
     volumes = data.reshape(data.shape[:3] + (-1,))
     if options.nifti_4d == "pooled":
-        return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms)
+        return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms, physical=True)
     pixels = np.moveaxis(volumes, -1, 0)
-    return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]), spacing=zooms)
+    return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]), spacing=zooms, physical=True)
 
 
 def _scaled(image) -> np.ndarray:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import ReadOptions, DecodedImage, array_channels, check_pixel_limit
+from .base import ReadOptions, DecodedImage, array_channels, check_pixel_limit
 
 EXTENSIONS = (".npy",)
 _CHANNEL_COUNTS = (1, 3, 4)

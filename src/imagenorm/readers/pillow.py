@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ReadError
-from . import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
+from .base import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import ReadError
-from . import ReadOptions, DecodedImage, array_channels, channels_for, check_pixel_limit
+from .base import ReadOptions, DecodedImage, array_channels, channels_for, check_pixel_limit
 
 EXTENSIONS = (".tif", ".tiff")
 

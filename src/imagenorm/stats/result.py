@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImagenormError
+from ..options import ReadOptions
 from .state import (
     FLOAT_BINS,
     FloatHistogram,
@@ -61,6 +62,7 @@ class DatasetStats:
     flagged: list[dict] | None = None  # images that stand out (per-image audit)
     audit_rows: list[dict] | None = field(default=None, repr=False, compare=False)  # not saved
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
+    read_options: ReadOptions = field(default_factory=ReadOptions)  # how the pixels were read
 
     # --- derived numbers -------------------------------------------------------
     @property

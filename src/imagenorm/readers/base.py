@@ -1,0 +1,127 @@
+"""The types every reader shares: options, the decoded image, channel names and layouts.
+
+Format modules import from here (never from the package), so that the registry in
+``readers/__init__.py`` can import them without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import ReadError
+from ..options import DEFAULT_MAX_PIXELS, ReadOptions
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ReadOptions", "DecodedImage", "GRAY", "GRAY_ALPHA", "RGB", "RGBA"]
+
+GRAY = ("gray",)
+GRAY_ALPHA = ("gray", "alpha")
+RGB = ("red", "green", "blue")
+RGBA = ("red", "green", "blue", "alpha")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels ``(C, *spatial)`` in the file's own dtype, and what each channel is."""
+
+    pixels: np.ndarray
+    channels: tuple[str, ...]
+    palette: bool = False  # palette indices were expanded to colours
+    significant_bits: int | None = None  # declared by the file (PNG sBIT), if fewer than the dtype's
+    spacing: tuple[float, ...] | None = None  # voxel size (mm) where the file says (DICOM, NIfTI)
+    notes: tuple[str, ...] = ()  # what the reader decided, e.g. "MONOCHROME1 kept as stored"
+    physical: bool = False  # values in physical units (DICOM modality values, NIfTI), whatever the dtype
+
+    @property
+    def bits(self) -> int:
+        """Significant bits: the declared ones, else the dtype's (0 for floats)."""
+        if self.significant_bits is not None:
+            return self.significant_bits
+        return self.pixels.dtype.itemsize * 8 if self.pixels.dtype.kind in "ui" else 0
+
+    @property
+    def promotable(self) -> bool:
+        """Whether the values mean the same in a wider dtype (physical units, or floats), so that
+        images of other dtypes can be measured with it after promotion to a common type."""
+        return self.physical or self.pixels.dtype.kind == "f"
+
+    @property
+    def layout(self) -> tuple[str, tuple[str, ...]]:
+        """(dtype name, channel names): what every image of one dataset must share."""
+        return self.pixels.dtype.name, self.channels
+
+
+def native_order(image: DecodedImage) -> DecodedImage:
+    """Decoded pixels are always in this machine's byte order (DICOM, NIfTI, TIFF and .npy may not be)."""
+    pixels = image.pixels
+    if pixels.dtype.isnative:
+        return image
+    return replace(image, pixels=pixels.astype(pixels.dtype.newbyteorder("=")))
+
+
+def describe_decoder_error(error: Exception) -> str:
+    """A short reason from a decoder's exception."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not a file"
+    if type(error).__name__ == "UnidentifiedImageError":
+        return "cannot decode: not an image, or an unknown or corrupt format"
+    return f"cannot decode: {text}"
+
+
+def check_pixel_limit(path: str, pixel_count: int, max_pixels: int | None) -> None:
+    """Refuse an image before allocating it if it exceeds ``max_pixels``."""
+    if max_pixels is not None and pixel_count > max_pixels:
+        raise ReadError(
+            path,
+            f"{pixel_count:,} pixels exceed the limit of {max_pixels:,} "
+            "(a decompression bomb?); raise max_pixels if the image is legitimate",
+        )
+
+
+def apply_channel_options(image: DecodedImage, options: ReadOptions, path: str) -> DecodedImage:
+    """Drop or keep alpha, then convert to gray or RGB if asked."""
+    pixels, channels = image.pixels, image.channels
+    if channels[-1] == "alpha" and options.alpha == "drop":
+        pixels, channels = pixels[:-1], channels[:-1]
+    if options.convert == "gray" and channels[:3] == RGB:
+        pixels = np.concatenate([luminance(pixels[:3])[None], pixels[3:]])
+        channels = GRAY + channels[3:]
+    elif options.convert == "rgb" and channels[0] == "gray":
+        pixels = np.concatenate([np.repeat(pixels[:1], 3, axis=0), pixels[1:]])
+        channels = RGB + channels[1:]
+    return replace(image, pixels=pixels, channels=channels)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma in the input dtype, rounded as Pillow's ``convert("L")`` does."""
+    if rgb.dtype.kind in "ui":
+        r, g, b = (channel.astype(np.int64) for channel in rgb)
+        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(rgb.dtype)
+    return (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(rgb.dtype)
+
+
+def channel_first(array: np.ndarray) -> np.ndarray:
+    """A view of a channel-last decoder result ``(..., C)`` as ``(C, ...)``; 2-D gets C=1."""
+    if array.ndim == 2:
+        return array[None]
+    return array.transpose((array.ndim - 1, *range(array.ndim - 1)))
+
+
+def channels_for(count: int) -> tuple[str, ...]:
+    """Channel names of a decoded picture with ``count`` channels (2 and 4 carry alpha)."""
+    return {1: GRAY, 2: GRAY_ALPHA, 3: RGB, 4: RGBA}.get(count) or generic_channels(count)
+
+
+def array_channels(count: int) -> tuple[str, ...]:
+    """Channel names of raw arrays and tensors: nothing is taken for alpha."""
+    return {1: GRAY, 3: RGB}.get(count) or generic_channels(count)
+
+
+def generic_channels(count: int) -> tuple[str, ...]:
+    return tuple(f"channel{i}" for i in range(count))
