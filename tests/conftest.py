@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from imagenorm.stats.state import PERCENTILES, percentile_key
+from imagenorm.stats.summary import PERCENTILES, percentile_key
 
 
 def reference(pixels: list[np.ndarray]) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import imagenorm
+from imagenorm.stats.checkpoint import Checkpoint
 
 from conftest import random_image, write_png
 
@@ -58,10 +59,10 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, many_images, rng):
     checkpoint = tmp_path / "run.ckpt"
     stats_api = imagenorm.compute_stats
     from imagenorm.stats.checkpoint import Checkpoint
-    from imagenorm.stats.accumulate import PartialStats
-    from imagenorm.stats.state import IntegerHistogram
+    from imagenorm.stats.measurement import Measurement
+    from imagenorm.stats.histogram import IntegerHistogram
 
-    Checkpoint(str(checkpoint)).save(PartialStats(IntegerHistogram.empty("uint16", 3)), 1, "another run")
+    Checkpoint(str(checkpoint)).save(Measurement(IntegerHistogram.empty("uint16", 3)), 1, "another run")
     with pytest.raises(imagenorm.ImagenormError, match="is a checkpoint of another run"):
         stats_api(many_images, checkpoint=str(checkpoint))
 
@@ -81,9 +82,9 @@ def test_interrupted_float_run_resumes_exactly(tmp_path, rng):
             raise KeyboardInterrupt  # as a Ctrl-C mid-run
 
     with pytest.raises(KeyboardInterrupt):
-        imagenorm.compute_stats(data, checkpoint=checkpoint, checkpoint_every=1, progress=interrupt)
+        imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1), progress=interrupt)
     assert os.path.exists(checkpoint)
-    resumed = imagenorm.compute_stats(data, checkpoint=checkpoint, checkpoint_every=1)
+    resumed = imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1))
     plain = imagenorm.compute_stats(data)
     assert resumed.channels == plain.channels and resumed.pooled == plain.pooled
     assert not os.path.exists(checkpoint)

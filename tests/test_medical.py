@@ -188,7 +188,7 @@ class TestForeground:
             imagenorm.compute_stats(tmp_path / "images", mask_dir=str(tmp_path / "masks"))
         skipped = imagenorm.compute_stats(tmp_path / "images", mask_dir=str(tmp_path / "masks"), on_error="skip")
         assert [s["reason"].split(" ")[0] for s in skipped.skipped] == ["its", "no"] and skipped.files == 1
-        with pytest.raises(ValueError, match="cannot read the mask"):
+        with pytest.raises(ValueError, match="is not 'nonzero' or a threshold"):
             imagenorm.compute_stats(tmp_path / "images", mask="bright")
 
     def test_ct_normalize_matches_nnunet_style_reference(self, tmp_path):
@@ -212,7 +212,7 @@ class TestAudit:
         np.save(tmp_path / "data" / "bright.npy", rng.integers(9000, 9200, (10, 10)).astype(np.int16))
         np.save(tmp_path / "data" / "flat.npy", np.full((10, 10), 1000, np.int16))
         runner = CliRunner()
-        result = runner.invoke(app, ["stats", str(tmp_path / "data"), "--per-image", str(tmp_path / "audit.csv"), "-o", str(tmp_path / "s.json")])
+        result = runner.invoke(app, ["stats", str(tmp_path / "data"), "--audit", str(tmp_path / "audit.csv"), "-o", str(tmp_path / "s.json")])
         assert result.exit_code == 0, result.output
         rows = list(csv.DictReader(open(tmp_path / "audit.csv")))
         assert len(rows) == 10 and {"path", "shape", "dtype", "gray_mean", "gray_p99.5", "gray_nonfinite"} <= set(rows[0])

@@ -9,14 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from imagenorm.stats import kernels
-from imagenorm.stats.state import (
-    PERCENTILES,
-    FloatHistogram,
-    FloatMoments,
-    IntegerHistogram,
-    linear_percentiles_from_counts,
-    percentile_key,
-)
+from imagenorm.stats.float_percentiles import BracketValues, FloatHistogram
+from imagenorm.stats.histogram import IntegerHistogram
+from imagenorm.stats.moments import FloatMoments
+from imagenorm.stats.summary import PERCENTILES, percentile_key, percentiles_from_counts as linear_percentiles_from_counts
 
 from conftest import random_image, reference
 
@@ -199,7 +195,6 @@ def test_big_endian_counts_like_native(dtype, rng):
 @settings(max_examples=40, deadline=None)
 def test_exact_float_percentiles_of_any_split(data, cuts):
     """Three passes (moments, histogram, bracketed values) over any split give numpy's percentiles."""
-    from imagenorm.stats.state import BracketValues
 
     parts = [p[None, None, :] for p in np.split(data, sorted(set(c for c in cuts if c < data.size))) if p.size]
     moments = FloatMoments.empty(1)

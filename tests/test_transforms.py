@@ -134,7 +134,7 @@ class TestRangeMethods:
         x = torch.arange(1000, dtype=torch.int16).reshape(1, 10, 100)
         x[0, 0, 0] = 30000  # an outlier
         stats = imagenorm.compute_stats(x)
-        t = PercentileScale.from_stats(stats, low=1, high=99)
+        t = PercentileScale.from_stats(stats, percentiles=(1, 99))
         y = t(x)
         assert float(y.max()) == 1.0 and float(y.min()) == 0.0
         p1, p99 = np.percentile(x.numpy(), [1, 99])
@@ -143,7 +143,7 @@ class TestRangeMethods:
     def test_percentile_not_in_stats(self):
         stats = imagenorm.compute_stats(torch.arange(16, dtype=torch.uint8).reshape(1, 4, 4))
         with pytest.raises(ValueError, match="has no percentile 2"):
-            PercentileScale.from_stats(stats, low=2, high=98)
+            PercentileScale.from_stats(stats, percentiles=(2, 98))
 
 
 class TestPerImage:
@@ -175,7 +175,7 @@ class TestPerImage:
 
     def test_percentile_per_image_matches_numpy(self):
         x = make_input(torch.float32, (2, 2, 13, 7))
-        y = PercentileScale(per_image=True, low=5, high=95, clip=False)(x).double().numpy()
+        y = PercentileScale(percentiles=(5, 95), per_image=True, clip=False)(x).double().numpy()
         for b in range(2):
             for c in range(2):
                 values = x[b, c].double().numpy()

@@ -12,10 +12,10 @@ Example:
 
 import importlib
 
-__version__ = "0.1.0"
-
-from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError  # noqa: E402
-from .stats import PERCENTILES, DatasetStats, Summary, compute_stats  # noqa: E402
+from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError
+from .options import OptionConflictError, OptionError, ReadOptions
+from .stats import PERCENTILES, DatasetStats, Summary, compute_stats
+from .version import __version__
 
 # Public names that need torch, and the module each lives in (imported on first access).
 _LAZY = {
@@ -32,8 +32,8 @@ _LAZY = {
     "StatsAccumulator": "stats.tensors",
 }
 
-__all__ = ["__version__", "compute_stats", "DatasetStats", "Summary", "PERCENTILES", *_LAZY,
-           "ImagenormError", "ReadError", "EmptyDatasetError", "StatsFileError"]
+__all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", *_LAZY,
+           "ImagenormError", "ReadError", "EmptyDatasetError", "StatsFileError", "OptionError", "OptionConflictError"]
 
 
 def __getattr__(name: str):

@@ -1,9 +1,11 @@
 """Write a normalized float32 copy of a dataset: one ``.npy`` per image, mirroring the tree.
 
-Each file is written atomically (temporary file, then rename); a manifest records the
-method, its parameters and the stats file's SHA-256, so an interrupted run resumes
-where it stopped and a run with other settings refuses to mix into the same folder.
-Sources are only read; writing inside the source tree is refused.
+Images are read as the statistics were measured (their recorded read options), on the same
+item runner as ``compute_stats`` (worker processes, ``on_error="skip"``, a DICOM series as
+one volume). Each file is written atomically (temporary file, then rename); a manifest
+records the method, its parameters, the read options and the stats file's SHA-256, so an
+interrupted run resumes where it stopped and a run with other settings refuses to mix into
+the same folder. Sources are only read; writing inside the source tree is refused.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+from torch import nn
 
-from . import __version__
 from .atomic import atomic_write
-from .datasets import ImageFolderDataset
 from .errors import ImagenormError, ReadError, display_path
-from .methods import MethodOptions, build_transform
+from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
+from .options import ReadOptions, check_choice
 from .sources import PathSource, source_root
+from .stats.accumulate import chunk_ranges, map_chunks
+from .stats.items import ItemSource, as_item_source
+from .stats.result import DatasetStats
+from .version import __version__
 
 MANIFEST = "imagenorm-manifest.json"
 SCHEMA = "imagenorm.apply/1"
@@ -35,14 +41,14 @@ class ApplyReport:
     output: str = ""
 
 
-def output_names(paths: list[str], root: str) -> list[str]:
+def output_names(keys: list[str], root: str) -> list[str]:
     """``a/b.png`` -> ``a/b.npy``; two sources that would share a name are an error."""
     names, seen = [], {}
-    for path in paths:
-        name = os.path.splitext(os.path.relpath(os.path.abspath(path), root))[0] + ".npy"
+    for key in keys:
+        name = os.path.splitext(os.path.relpath(os.path.abspath(key), root))[0] + ".npy"
         if name in seen:
-            raise ImagenormError(f"{display_path(path)} and {display_path(seen[name])} would both be written as {display_path(name)}")
-        seen[name] = path
+            raise ImagenormError(f"{display_path(key)} and {display_path(seen[name])} would both be written as {display_path(name)}")
+        seen[name] = key
         names.append(name)
     return names
 
@@ -53,52 +59,93 @@ def refuse_inside(output: str, root: str) -> None:
         raise ImagenormError(f"refusing to write inside the source tree {display_path(root)}; choose an output folder outside it")
 
 
+@dataclass
+class WriteNormalized:
+    """Normalize items ``start..stop-1`` and save them (what each worker runs on its chunks)."""
+
+    items: ItemSource
+    transform: nn.Module
+    options: ReadOptions
+    targets: list[str]
+    on_error: str
+    done: frozenset[int] = frozenset()
+
+    def __call__(self, start: int, stop: int) -> tuple[list[int], list[int], list[dict[str, str]]]:
+        written, resumed, skipped = [], [], []
+        for index in range(start, stop):
+            if index in self.done and os.path.exists(self.targets[index]):
+                resumed.append(index)
+                continue
+            try:
+                image = self.items.load(index, self.options)
+                try:
+                    normalized = normalize_pixels(self.transform, image.pixels)
+                except (ImagenormError, ValueError) as error:
+                    raise ReadError(self.items.name(index), str(error)) from None
+            except ReadError as error:
+                if self.on_error == "fail":
+                    raise
+                skipped.append({"path": self.items.name(index), "reason": error.reason})
+                continue
+            _save_atomic(self.targets[index], normalized)
+            written.append(index)
+        return written, resumed, skipped
+
+
 def apply_normalization(
     source: PathSource,
-    stats,
+    stats: DatasetStats | None,
     stats_path: str | None,
     options: MethodOptions,
     output: str,
     *,
     on_error: str = "fail",
+    workers: int = 0,
     progress: Callable[[int], None] | None = None,
+    read_options: ReadOptions | None = None,
+    **given: Any,
 ) -> ApplyReport:
-    """Normalize every image of ``source`` with ``options`` and save float32 ``.npy`` files under ``output``."""
-    transform = build_transform(stats, options)
-    dataset = ImageFolderDataset(source, labels=False)
-    root = source_root(dataset.paths, source)
+    """Normalize every image of ``source`` with ``options`` and save float32 ``.npy`` files under ``output``.
+
+    Images are read with the stats' recorded read options (``given`` may repeat them, never
+    change them); a foreground mask decides per-image statistics only: every voxel is written.
+    """
+    check_choice("on_error", on_error)
+    reading = read_options_for(stats, read_options, **given)
+    items, _ = as_item_source(source, dicom_series=reading.dicom_series)
+    keys = [items.key(index) for index in range(len(items))]
+    root = source_root(keys, source)
     refuse_inside(output, root)
-    names = output_names(dataset.paths, root)
+    names = output_names(keys, root)
+    mask = None
+    if options.per_image and reading.mask is not None:
+        from .masks import MaskSpec
+
+        mask = MaskSpec.parse(reading.mask)
+    transform = build_transform(stats, options, mask=mask)
     settings = _as_json({
         "method": asdict(options),
         "description": options.describe(),
+        "read_options": reading.to_dict(),
         "stats_file": None if stats_path is None else display_path(os.path.abspath(stats_path)),
         "stats_sha256": None if stats_path is None else _sha256(stats_path),
     })
     os.makedirs(output, exist_ok=True)
     manifest = _open_manifest(output, settings, root)
+    _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
+    done = frozenset(index for index, name in enumerate(names) if name in manifest["files"])
+    work = WriteNormalized(items, transform, reading, [os.path.join(output, name) for name in names], on_error, done)
     report = ApplyReport(output=output)
-    for index, (path, name) in enumerate(zip(dataset.paths, names)):
-        target = os.path.join(output, name)
-        if name in manifest["files"] and os.path.exists(target):
-            report.resumed += 1
-        else:
-            try:
-                normalized = transform(dataset.load(index))
-            except ReadError as error:
-                if on_error == "fail":
-                    raise
-                report.skipped.append({"path": display_path(path), "reason": error.reason})
-                continue
-            except (ValueError, ImagenormError) as error:
-                raise ImagenormError(f"{display_path(path)}: {error}") from None
-            _save_atomic(target, normalized.numpy())
-            manifest["files"][name] = display_path(os.path.relpath(os.path.abspath(path), root))
-            report.written += 1
-            if report.written % 100 == 0:
-                _write_json(os.path.join(output, MANIFEST), manifest)
+    for (written, resumed, skipped), size in map_chunks(work, list(chunk_ranges(len(items), workers)), workers):
+        for index in written:
+            manifest["files"][names[index]] = display_path(os.path.relpath(os.path.abspath(keys[index]), root))
+        report.written += len(written)
+        report.resumed += len(resumed)
+        report.skipped += skipped
+        if written:
+            _write_json(os.path.join(output, MANIFEST), manifest)
         if progress is not None:
-            progress(1)
+            progress(size)
     manifest["skipped"] = report.skipped
     _write_json(os.path.join(output, MANIFEST), manifest)
     return report

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from .datasets import ImageFolderDataset
-from .methods import MethodOptions, build_transform
-from .sources import PathSource
+from .masks import MaskSpec
+from .methods import MethodOptions, NormalizedItems, build_transform, read_options_for
+from .options import ReadOptions, check_choice
+from .sources import PathSource, source_root
 from .stats import compute_stats
+from .stats.items import FileItems, as_item_source
 from .stats.result import DatasetStats
-from .stats.state import Summary
+from .stats.summary import Summary
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class CheckReport:
     channels: list[ChannelCheck]
     files: int
     skipped: list[dict[str, str]]
+    read_options: ReadOptions
 
     @property
     def passed(self) -> bool:
@@ -43,16 +47,27 @@ def check_normalization(
     tolerance: float = 0.05,
     workers: int = 0,
     on_error: str = "fail",
+    read_options: ReadOptions | None = None,
+    **given: Any,
 ) -> CheckReport:
-    """Normalize every image of ``source`` on the fly and measure the result exactly.
+    """Normalize every image of ``source`` as ``stats`` were measured and measure the result exactly.
 
-    z-score promises mean 0 and std 1 (each within ``tolerance``); the range methods
-    promise values inside ``out_range`` (within ``tolerance`` times its width).
-    Statistics of another dataset, or a shifted test set, show up as a miss.
+    The images are read with the stats' recorded read options (``given`` options may repeat
+    them, never change them); with a foreground mask, every voxel is normalized and the
+    foreground is measured. z-score promises mean 0 and std 1 (each within ``tolerance``);
+    the range methods promise values inside ``out_range`` (within ``tolerance`` times its
+    width). Statistics of another dataset, or a shifted test set, show up as a miss.
+
+    Raises:
+        OptionConflictError: a given read option differs from the recorded one.
     """
-    transform = build_transform(stats, options)
-    dataset = ImageFolderDataset(source, labels=False, transform=transform)
-    result = compute_stats(dataset, workers=workers, on_error=on_error, nonfinite="ignore", percentiles=False)
+    check_choice("on_error", on_error)
+    reading = read_options_for(stats, read_options, **given)
+    items, _ = as_item_source(source, dicom_series=reading.dicom_series and reading.mask_dir is None)
+    mask = MaskSpec.from_options(reading, source_root(items.paths, source) if isinstance(items, FileItems) else None)
+    transform = build_transform(stats, options, mask=mask if options.per_image else None)
+    normalized = NormalizedItems(items, transform, reading, mask)
+    result = compute_stats(normalized, workers=workers, on_error=on_error, nonfinite="ignore", percentiles=False)
     rows = [("pooled", result.pooled)] if options.pooled else list(zip(result.channel_names, result.channels))
     return CheckReport(
         method=options.describe(),
@@ -60,6 +75,7 @@ def check_normalization(
         channels=[_judge(name, summary, options, tolerance) for name, summary in rows],
         files=result.files,
         skipped=result.skipped,
+        read_options=reading,
     )
 
 

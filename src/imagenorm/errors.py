@@ -25,6 +25,10 @@ class EmptyDatasetError(ImagenormError):
     """No image was found, or every image was skipped."""
 
 
+class InputError(ImagenormError, ValueError):
+    """A tensor or array does not fit what a function takes (shape, channels, dtype, mask)."""
+
+
 class StatsFileError(ImagenormError):
     """A stats file is missing, malformed or of another schema."""
 

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 
 from . import fused
+from .errors import ImagenormError, InputError
+from .options import OptionError
 
 Mask = Union[str, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 Numbers = Union[Sequence[float], torch.Tensor, np.ndarray, float]
@@ -68,11 +70,11 @@ def channel_axis(x: torch.Tensor, spatial_dims: int = 2) -> int | None:
     if x.ndim == 5:
         return 1
     if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     extra = x.ndim - spatial_dims
     if extra not in (0, 1, 2):
         layouts = "(H, W), (C, H, W) or (B, C, H, W)" if spatial_dims == 2 else "(D, H, W), (C, D, H, W) or (B, C, D, H, W)"
-        raise ValueError(f"Expected a tensor of shape {layouts}, got {tuple(x.shape)}")
+        raise InputError(f"Expected a tensor of shape {layouts}, got {tuple(x.shape)}")
     return None if extra == 0 else extra - 1
 
 
@@ -89,23 +91,34 @@ def _broadcast_shape(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
 
 # --- units -----------------------------------------------------------------------
 def input_factor(
-    dtype: torch.dtype, value_scale: float = 1.0, input_scale: float | None = None, stats_dtype: str | None = None
+    dtype: torch.dtype, value_scale: float = 1.0, input_scale: float | None = None,
+    stats_dtype: str | Sequence[str] | None = None,
 ) -> float:
     """The factor ``k`` with ``raw = x * k`` for input of ``dtype``.
 
+    ``stats_dtype``: the dtype the statistics were measured on, or the integer dtypes whose
+    values are their raw units (statistics of images promoted to a common type).
+
     Raises:
-        ValueError: integer input of another dtype than the statistics were measured on.
+        InputDtypeError: integer input of another dtype than the statistics were measured on.
     """
     if dtype.is_floating_point:
         return float(input_scale if input_scale is not None else value_scale)
     name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
-    if stats_dtype is not None and stats_dtype != name and np.dtype(stats_dtype).kind in "ui":
-        raise ValueError(
-            f"the statistics were measured on {stats_dtype} pixels, but the input is {name}: "
+    measured = (stats_dtype,) if isinstance(stats_dtype, str) else tuple(stats_dtype or ())
+    if name in measured:  # raw units
+        return 1.0
+    if any(np.dtype(d).kind in "ui" for d in measured):
+        raise InputDtypeError(
+            f"the statistics were measured on {' and '.join(measured)} pixels, but the input is {name}: "
             "convert it, or pass float input in the [0, 1] scale"
         )
     top = _INTEGER_MAX.get(dtype) or float(torch.iinfo(dtype).max)
     return float(value_scale) / top
+
+
+class InputDtypeError(ImagenormError, ValueError):
+    """Integer input of a dtype whose raw values are not the statistics' units."""
 
 
 _INTEGERS = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.int64, torch.uint32)
@@ -118,7 +131,7 @@ _KERNEL_OUTPUTS = {getattr(torch, name) for name in fused.KERNEL_OUTPUTS}
 def _as_float64(values: Numbers, name: str) -> np.ndarray:
     array = np.atleast_1d(np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64))
     if array.ndim != 1:
-        raise ValueError(f"{name} must be one number per channel, got shape {array.shape}")
+        raise InputError(f"{name} must be one number per channel, got shape {array.shape}")
     return array
 
 
@@ -145,14 +158,14 @@ def affine(
         keeps the input's shape, device and memory format.
     """
     if not dtype.is_floating_point:
-        raise ValueError(f"the output dtype must be a float dtype, got {dtype}")
+        raise OptionError(f"the output dtype must be a float dtype, got {dtype}")
     axis = channel_axis(x, spatial_dims)
     channels = _channels(x, axis)
     scale = np.asarray(scale, np.float64)
     shift = np.asarray(shift, np.float64)
     per_item = scale.ndim == 2
     if not per_item and scale.size not in (1, channels):
-        raise ValueError(f"Expected {scale.size} channel(s), got a tensor of shape {tuple(x.shape)} with {channels}")
+        raise InputError(f"Expected {scale.size} channel(s), got a tensor of shape {tuple(x.shape)} with {channels}")
     fast = _fused_path(x, dtype, axis, per_item)
     if out is None and not inplace and not fast:
         result = _torch_affine(x, axis, scale, shift, clip, dtype).to(dtype)  # autograd, GPU, compile
@@ -168,12 +181,12 @@ def affine(
 def _output(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype, inplace: bool) -> torch.Tensor:
     if inplace:
         if x.dtype != dtype:
-            raise ValueError(f"inplace=True needs float input of the output dtype {dtype}, got {x.dtype}")
+            raise InputError(f"inplace=True needs float input of the output dtype {dtype}, got {x.dtype}")
         return x
     if out is None:
         return torch.empty_like(x, dtype=dtype)
     if out.shape != x.shape or out.dtype != dtype or out.device != x.device:
-        raise ValueError(
+        raise InputError(
             f"out must have shape {tuple(x.shape)}, dtype {dtype} and device {x.device}; "
             f"got {tuple(out.shape)}, {out.dtype}, {out.device}"
         )
@@ -268,7 +281,7 @@ def image_statistics(
         return low.cpu().numpy(), high.cpu().numpy()
     if kind == "percentiles":
         return _percentiles(values, valid, q)
-    raise ValueError(f"unknown statistics kind {kind!r}")
+    raise OptionError(f"unknown statistics kind {kind!r}")
 
 
 def _resolve_mask(mask: Mask, x: torch.Tensor) -> torch.Tensor | None:
@@ -276,15 +289,15 @@ def _resolve_mask(mask: Mask, x: torch.Tensor) -> torch.Tensor | None:
         return None
     if isinstance(mask, str):
         if mask != "nonzero":
-            raise ValueError(f"mask must be 'nonzero', a boolean tensor or a callable, got {mask!r}")
+            raise OptionError(f"mask must be 'nonzero', a boolean tensor or a callable, got {mask!r}")
         return x != 0
     resolved = mask(x) if callable(mask) else mask
     if not isinstance(resolved, torch.Tensor) or resolved.dtype != torch.bool:
-        raise ValueError("the mask must be a boolean tensor (or a callable returning one)")
+        raise InputError("the mask must be a boolean tensor (or a callable returning one)")
     try:
         return torch.broadcast_to(resolved.to(x.device), x.shape)
     except RuntimeError:
-        raise ValueError(f"a mask of shape {tuple(resolved.shape)} does not fit an input of shape {tuple(x.shape)}") from None
+        raise InputError(f"a mask of shape {tuple(resolved.shape)} does not fit an input of shape {tuple(x.shape)}") from None
 
 
 def _flat_items(x: torch.Tensor, axis: int | None, channel_wise: bool, mask: torch.Tensor | None):
@@ -426,7 +439,7 @@ def percentile_scale(
     See :class:`imagenorm.PercentileScale`.
     """
     if not 0 <= q[0] < q[1] <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {q}")
+        raise OptionError(f"percentiles must satisfy 0 <= low < high <= 100, got {q}")
     if per_image:
         low, high = image_statistics(x, "percentiles", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims, q=q)
     return _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import operator
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ReadError, display_path
+from .errors import ImagenormError, ReadError, display_path
+from .options import OptionError, ReadOptions, parse_mask
 
 _OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -37,12 +37,21 @@ class MaskSpec:
 
     @classmethod
     def parse(cls, text: str) -> "MaskSpec":
-        if text == "nonzero":
-            return cls("nonzero")
-        match = re.fullmatch(r"threshold:(>=|<=|>|<)(-?[0-9.eE+-]+)", text.replace(" ", ""))
-        if not match:
-            raise ValueError(f"cannot read the mask {text!r}; write nonzero or e.g. threshold:>-500")
-        return cls("threshold", match.group(1), float(match.group(2)))
+        """``"nonzero"`` or ``"threshold:>V"`` (raises OptionError for anything else)."""
+        return cls(*parse_mask(text))
+
+    @classmethod
+    def from_options(cls, options: ReadOptions, root: str | None) -> "MaskSpec | None":
+        """The mask ``options`` ask for; a mask folder mirrors the tree under ``root``."""
+        if options.mask is not None:
+            return cls.parse(options.mask)
+        if options.mask_dir is None:
+            return None
+        if root is None:
+            raise OptionError("mask_dir needs image files (their relative paths name the masks)")
+        if not os.path.isdir(options.mask_dir):
+            raise ImagenormError(f"{display_path(options.mask_dir)}: no such mask folder")
+        return cls.files(options.mask_dir, root)
 
     @classmethod
     def files(cls, folder: str, root: str) -> "MaskSpec":
@@ -60,6 +69,14 @@ class MaskSpec:
         if self.kind == "threshold":
             return _OPERATORS[self.comparison](pixels, self.value).any(axis=0)
         return self._from_file(pixels, path)
+
+    def __call__(self, image):
+        """The mask of one channel-first image tensor ``(C, ...)`` as ``(1, ...)`` (for the
+        ``mask=`` of per-image transforms; mask files need a path and cannot be used here)."""
+        if self.kind == "folder":
+            raise OptionError("per-image normalization cannot use mask files; use mask='nonzero' or a threshold")
+        inside = image != 0 if self.kind == "nonzero" else _OPERATORS[self.comparison](image, self.value)
+        return inside.any(dim=0, keepdim=True)
 
     def select(self, pixels: np.ndarray, path: str) -> np.ndarray:
         """The voxels inside the mask, ``(C, N)``."""

@@ -1,50 +1,142 @@
-"""The CLI's normalization methods (``--method``) as transforms, and what each promises."""
+"""Normalization methods by name (what ``check`` and ``apply`` run), and the one way both
+read and normalize an item: as the statistics were measured.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
+from .errors import ImagenormError, ReadError
+from .options import CHOICES, OptionError, ReadOptions, check_choice
+from .readers import DecodedImage
+from .stats.items import ItemSource
 from .stats.result import DatasetStats
 from .transforms import MinMaxScale, PercentileScale, Standardize
 
-METHODS = ("zscore", "minmax", "percentile")
+METHODS = CHOICES["method"]
 
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """``--method`` and its options, as recorded in manifests."""
+    """A normalization method and its options, as recorded in manifests.
+
+    Args:
+        method: ``"zscore"``, ``"minmax"`` or ``"percentile"``.
+        per_image: each image's own statistics instead of the dataset's.
+        pooled: one value for all channels instead of one per channel.
+        out_range: the output range of the range methods.
+        percentiles: the lower and upper percentile of ``"percentile"`` (e.g. (0.5, 99.5)).
+    """
 
     method: str = "zscore"
     per_image: bool = False
     pooled: bool = False
     out_range: tuple[float, float] = (0.0, 1.0)
-    low: float = 0.5
-    high: float = 99.5
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method)
+        object.__setattr__(self, "out_range", _pair(self.out_range, "out_range"))
+        object.__setattr__(self, "percentiles", _pair(self.percentiles, "percentiles"))
 
     def describe(self) -> str:
         scope = "per image" if self.per_image else "dataset"
         channels = "pooled" if self.pooled else "per channel"
         if self.method == "zscore":
             return f"z-score ({scope}, {channels})"
-        what = "min-max" if self.method == "minmax" else f"percentiles {self.low:g}-{self.high:g}, clipped,"
+        low, high = self.percentiles
+        what = "min-max" if self.method == "minmax" else f"percentiles {low:g}-{high:g}, clipped,"
         return f"{what} to [{self.out_range[0]:g}, {self.out_range[1]:g}] ({scope}, {channels})"
 
 
-def build_transform(stats: DatasetStats | None, options: MethodOptions) -> nn.Module:
-    """The transform for ``options``; dataset-level methods take their numbers from ``stats``."""
+def _pair(values: Any, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be two numbers, got {values!r}") from None
+    return low, high
+
+
+def build_transform(stats: DatasetStats | None, options: MethodOptions, mask=None) -> nn.Module:
+    """The transform for ``options``; dataset-level methods take their numbers from ``stats``.
+
+    ``mask`` (per image only): the foreground each image's own statistics come from.
+    """
     channel_wise = not options.pooled
-    if options.method not in METHODS:
-        raise ValueError(f"unknown method {options.method!r}; choose one of {', '.join(METHODS)}")
     if options.per_image:
         if options.method == "zscore":
-            return Standardize(per_image=True, channel_wise=channel_wise)
+            return Standardize(per_image=True, channel_wise=channel_wise, mask=mask)
         if options.method == "minmax":
-            return MinMaxScale(per_image=True, channel_wise=channel_wise, out_range=options.out_range)
-        return PercentileScale(options.low, options.high, per_image=True, channel_wise=channel_wise, out_range=options.out_range)
+            return MinMaxScale(per_image=True, channel_wise=channel_wise, out_range=options.out_range, mask=mask)
+        return PercentileScale(percentiles=options.percentiles, per_image=True, channel_wise=channel_wise,
+                               out_range=options.out_range, mask=mask)
+    if stats is None:
+        raise OptionError(f"method {options.method!r} over the dataset needs its statistics (or per_image=True)")
     if options.method == "zscore":
         return Standardize.from_stats(stats, channel_wise=channel_wise)
     if options.method == "minmax":
         return MinMaxScale.from_stats(stats, channel_wise=channel_wise, out_range=options.out_range)
-    return PercentileScale.from_stats(stats, low=options.low, high=options.high, channel_wise=channel_wise, out_range=options.out_range)
+    return PercentileScale.from_stats(stats, percentiles=options.percentiles, channel_wise=channel_wise,
+                                      out_range=options.out_range)
+
+
+def read_options_for(stats: DatasetStats | None, read_options: ReadOptions | None = None, **given: Any) -> ReadOptions:
+    """How to read images to normalize them with ``stats``: as they were measured.
+
+    ``read_options`` or keywords (None: not given) may repeat recorded options, never change them.
+
+    Raises:
+        OptionConflictError: a given option differs from the recorded one, naming both.
+    """
+    if read_options is not None:
+        given = {**read_options.describe_changes(), **{k: v for k, v in given.items() if v is not None}}
+    if stats is None:
+        return ReadOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
+    return stats.read_options.with_given(stats.source or "the statistics", **given)
+
+
+def normalize_pixels(transform: nn.Module, pixels: np.ndarray) -> np.ndarray:
+    """``transform`` applied to one decoded image ``(C, *spatial)``, as float32 ``(C, *spatial)``.
+
+    A volume ``(C, D, H, W)`` is one image, not a batch: it is normalized as ``(C, D * H, W)``
+    (dataset and per-image statistics are per channel over all its voxels either way).
+    """
+    flat = pixels if pixels.ndim <= 3 else pixels.reshape(pixels.shape[0], -1, pixels.shape[-1])
+    if not (flat.flags.writeable and flat.flags.c_contiguous):
+        flat = np.array(flat, order="C")
+    return transform(torch.from_numpy(flat)).numpy().reshape(pixels.shape)
+
+
+@dataclass
+class NormalizedItems(ItemSource):
+    """The items of ``items`` read with ``options`` and normalized by ``transform``; with a
+    ``mask``, only the voxels inside it (decided on the values as read) are handed on."""
+
+    items: ItemSource
+    transform: nn.Module
+    options: ReadOptions
+    mask: Any = None  # MaskSpec
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def name(self, index: int) -> str:
+        return self.items.name(index)
+
+    def path(self, index: int) -> str | None:
+        return self.items.path(index)
+
+    def load(self, index: int, options: ReadOptions) -> DecodedImage:
+        image = self.items.load(index, self.options)
+        try:
+            normalized = normalize_pixels(self.transform, image.pixels)
+        except (ImagenormError, ValueError) as error:
+            raise ReadError(self.name(index), str(error)) from None
+        if self.mask is not None:
+            normalized = normalized[:, self.mask.spatial(image.pixels, self.path(index) or "")]
+        return DecodedImage(pixels=normalized, channels=image.channels)

@@ -9,7 +9,6 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import ImagenormError
 from .stats.result import DatasetStats
-from .stats.state import IntegerHistogram
 
 #: Bars per channel: 16-bit data are grouped into this many bins between min and max.
 PLOT_BINS = 256
@@ -17,7 +16,7 @@ PLOT_BINS = 256
 
 def channel_histogram(stats: DatasetStats, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """(edges, counts) of one channel, at most PLOT_BINS bins, from the stats file's histograms."""
-    if isinstance(stats.state, IntegerHistogram):
+    if stats.exact:
         counts = stats.state.counts[channel]
         present = np.flatnonzero(counts)
         first, last = present[0], present[-1] + 1

@@ -1,7 +1,10 @@
 """The stats file: ``DatasetStats`` to and from versioned JSON, written atomically.
 
 Schema ``imagenorm.stats/1`` (see DESIGN.md). Loading validates every field it uses
-and names what is wrong; nothing in the file is ever executed.
+and names what is wrong; nothing in the file is ever executed. ``read_options`` records
+how the pixels were read (files without it were read with the defaults of the time).
+This module knows the format; :class:`~imagenorm.stats.result.DatasetStats` builds itself
+from the fields that :func:`load` returns.
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import StatsFileError, display_path
-from .stats.result import DatasetStats
-from .stats.state import HISTOGRAM_DTYPES, PERCENTILES, FloatMoments, ImageSpread, IntegerHistogram, Summary, percentile_key
+from .options import OptionError, ReadOptions
+from .stats.histogram import IntegerHistogram
+from .stats.measurement import Measurement
+from .stats.moments import FloatMoments, ImageSpread
+from .stats.summary import PERCENTILES, Summary, percentile_key
 
 SCHEMA = "imagenorm.stats/1"
 
 
-def to_dict(stats: DatasetStats) -> dict[str, Any]:
-    """The JSON-ready form of ``stats``."""
+def to_dict(stats) -> dict[str, Any]:
+    """The JSON-ready form of a :class:`~imagenorm.stats.result.DatasetStats`."""
     channels = []
     for index, (name, summary) in enumerate(zip(stats.channel_names, stats.channels)):
         entry = {"name": name, **_summary_dict(summary), "nonfinite": stats.nonfinite[index]}
-        if isinstance(stats.state, IntegerHistogram):
+        if stats.exact:
             entry["histogram"] = _histogram_dict(stats.state, index)
         elif stats.float_histograms is not None:
             edges, counts = stats.float_histograms[index]
@@ -37,6 +43,8 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         "created_by": stats.created_by,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dtype": stats.dtype,
+        "source_dtypes": list(stats.source_dtypes),
+        "promotable": stats.measurement.promotable,
         "value_scale": _number(stats.value_scale),
         "significant_bits": stats.significant_bits,
         "exact": stats.exact,
@@ -44,6 +52,7 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
         "ignored_non_images": stats.ignored,
         "skipped": stats.skipped,
         "channel_names": list(stats.channel_names),
+        "read_options": stats.read_options.to_dict(),
         "mask": stats.mask,
         "notes": stats.notes,
         "alpha": stats.alpha,
@@ -64,7 +73,7 @@ def to_dict(stats: DatasetStats) -> dict[str, Any]:
     return document
 
 
-def _spread_dict(stats: DatasetStats) -> dict[str, Any]:
+def _spread_dict(stats) -> dict[str, Any]:
     """Per channel: mean and std over images of the per-image means and stds."""
     means, stds = stats.spread.means, stats.spread.stds
 
@@ -105,15 +114,15 @@ def _histogram_dict(state: IntegerHistogram, channel: int) -> dict[str, Any]:
     return {"first_value": first + state.offset, "counts": counts[first : last + 1].tolist()}
 
 
-def save(stats: DatasetStats, path: str | os.PathLike) -> None:
-    """Write ``stats`` to ``path`` atomically: a failed write leaves the old file intact."""
-    text = json.dumps(to_dict(stats), indent=1, allow_nan=False) + "\n"
+def save(document: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write the stats file ``document`` to ``path`` atomically: a failed write leaves the old file intact."""
+    text = json.dumps(document, indent=1, allow_nan=False) + "\n"
     with atomic_write(path) as file:
         file.write(text)
 
 
-def load(path: str | os.PathLike) -> DatasetStats:
-    """Read and validate a stats file.
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a stats file: the fields of a DatasetStats.
 
     Raises:
         StatsFileError: missing, not JSON, another schema, or a field is wrong.
@@ -127,15 +136,14 @@ def load(path: str | os.PathLike) -> DatasetStats:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StatsFileError(f"{name}: not a valid JSON stats file ({error})") from None
     try:
-        stats = from_dict(document)
+        fields = from_dict(document)
     except StatsFileError as error:
         raise StatsFileError(f"{name}: {error}") from None
-    stats.source = name
-    return stats
+    return {**fields, "source": name}
 
 
-def from_dict(document: Any) -> DatasetStats:
-    """Rebuild DatasetStats from the JSON form, validating it."""
+def from_dict(document: Any) -> dict[str, Any]:
+    """The fields of a DatasetStats from the JSON form, validated."""
     if not isinstance(document, dict):
         raise StatsFileError("expected a JSON object")
     if document.get("schema") != SCHEMA:
@@ -152,7 +160,7 @@ def from_dict(document: Any) -> DatasetStats:
     for index, entry in enumerate(channels):
         _check_summary(entry, f"channels[{index}]")
     _check_summary(_field(document, "pooled", dict), "pooled")
-    if dtype in HISTOGRAM_DTYPES and document.get("exact", True):
+    if np.dtype(dtype).kind in "ui" and document.get("exact", True):
         state = IntegerHistogram.empty(dtype, len(names))
         for index, entry in enumerate(channels):
             _fill_histogram(state, index, _field(entry, "histogram", dict, f"channels[{index}]"))
@@ -162,26 +170,48 @@ def from_dict(document: Any) -> DatasetStats:
         float_percentiles = [dict(c["percentiles"]) for c in channels] + [dict(document["pooled"]["percentiles"])]
         float_histograms = _float_histograms(channels)
     errors = document.get("percentile_max_error")
-    spread = _spread_from(document.get("between_images"), len(names))
-    return DatasetStats(
+    kind = np.dtype(dtype)
+    bits = document.get("significant_bits") or (kind.itemsize * 8 if kind.kind in "ui" else 0)
+    skipped = _field(document, "skipped", list)
+    measurement = Measurement(
+        state=state,
+        spread=_spread_from(document.get("between_images"), len(names)),
+        files=_field(document, "files", int),
+        skipped=[(-1, str(entry.get("path", "")), str(entry.get("reason", ""))) for entry in skipped if isinstance(entry, dict)],
+        palette=bool(document.get("palette_expanded", False)),
+        bits=int(bits),
+        notes=frozenset(document.get("notes", [])),
+        dtypes=frozenset(document.get("source_dtypes", [dtype])),
+        promotable=bool(document.get("promotable", kind.kind == "f")),
+    )
+    return dict(
         dtype=dtype,
         channel_names=names,
-        state=state,
-        files=_field(document, "files", int),
-        spread=spread,
-        skipped=list(_field(document, "skipped", list)),
+        measurement=measurement,
+        read_options=_read_options(document),
         ignored=int(document.get("ignored_non_images", 0)),
         alpha=str(document.get("alpha", "none")),
-        palette_expanded=bool(document.get("palette_expanded", False)),
-        significant_bits=document.get("significant_bits"),
         float_percentiles=float_percentiles,
         percentile_error=None if errors is None else [*errors["channels"], errors["pooled"]],
         float_histograms=float_histograms,
         created_by=str(document.get("created_by", "")),
-        mask=document.get("mask"),
-        notes=list(document.get("notes", [])),
         flagged=document.get("flagged"),
     )
+
+
+def _read_options(document: dict) -> ReadOptions:
+    """The recorded read options; an older file without them was read with the defaults
+    (and its mask, if any, is known from its description)."""
+    recorded = document.get("read_options")
+    if recorded is None:
+        mask = document.get("mask")
+        recorded = {"mask": mask} if isinstance(mask, str) and not mask.startswith("mask files under ") else {}
+    if not isinstance(recorded, dict):
+        raise StatsFileError("field 'read_options' should be an object")
+    try:
+        return ReadOptions.from_dict(recorded)
+    except OptionError as error:
+        raise StatsFileError(f"read_options: {error}") from None
 
 
 def _field(mapping: dict, key: str, kind: type | tuple[type, ...], where: str = ""):
@@ -218,8 +248,7 @@ def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> N
         raise StatsFileError(f"channels[{channel}].histogram does not fit dtype {state.dtype}")
     part = np.zeros((state.counts.shape[0], counts.size), np.int64)
     part[channel] = counts
-    merged = state.merge(IntegerHistogram(state.dtype, part, first))
-    state.counts, state.offset = merged.counts, merged.offset
+    state._add(IntegerHistogram(state.dtype, part, first))
 
 
 def _spread_from(entry: Any, channels: int) -> ImageSpread | None:

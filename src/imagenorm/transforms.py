@@ -26,8 +26,9 @@ from torch import nn
 
 from . import functional as F
 from .errors import ImagenormError
+from .options import OptionError
 from .stats.result import DatasetStats
-from .stats.state import percentile_key
+from .stats.summary import percentile_key
 
 __all__ = ["Standardize", "MinMaxScale", "PercentileScale", "CTNormalize", "AffineInverse", "DegenerateStatisticsError"]
 
@@ -71,20 +72,20 @@ class _Normalize(nn.Module):
         eps: float | None,
         value_scale: float,
         input_scale: float | None,
-        stats_dtype: str | None,
+        stats_dtype: str | tuple[str, ...] | None,
         spatial_dims: int,
         dtype: torch.dtype,
         inplace: bool,
     ) -> None:
         super().__init__()
         if mask is not None and not per_image:
-            raise ValueError("mask= selects the pixels of per-image statistics; pass per_image=True")
+            raise OptionError("mask= selects the pixels of per-image statistics; pass per_image=True")
         if eps is not None and not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps}")
+            raise OptionError(f"eps must be positive, got {eps}")
         if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a float dtype, got {dtype}")
+            raise OptionError(f"dtype must be a float dtype, got {dtype}")
         self.per_image, self.channel_wise, self.mask, self.eps = per_image, channel_wise, mask, eps
         self.value_scale, self.input_scale, self.stats_dtype = float(value_scale), input_scale, stats_dtype
         self.spatial_dims, self.dtype, self.inplace = spatial_dims, dtype, inplace
@@ -132,7 +133,7 @@ class _Normalize(nn.Module):
         Exact up to clipping and float rounding. Per-image transforms have no inverse.
         """
         if self.per_image:
-            raise ValueError("a per-image transform has no inverse: each image had its own statistics")
+            raise OptionError("a per-image transform has no inverse: each image had its own statistics")
         scale, shift, _ = self._affine_raw()
         divisor = (self.input_scale if self.input_scale is not None else self.value_scale) if scaled else 1.0
         return AffineInverse(1.0 / scale / divisor, -shift / scale / divisor, spatial_dims=self.spatial_dims, dtype=self.dtype)
@@ -189,7 +190,7 @@ class Standardize(_Normalize):
         eps: float | None = None,
         value_scale: float = 1.0,
         input_scale: float | None = None,
-        stats_dtype: str | None = None,
+        stats_dtype: str | tuple[str, ...] | None = None,
         spatial_dims: int = 2,
         dtype: torch.dtype = torch.float32,
         inplace: bool = False,
@@ -198,7 +199,7 @@ class Standardize(_Normalize):
                          input_scale=input_scale, stats_dtype=stats_dtype, spatial_dims=spatial_dims, dtype=dtype,
                          inplace=inplace)
         if per_image != (mean is None and std is None):
-            raise ValueError("give mean and std, or per_image=True, not both")
+            raise OptionError("give mean and std, or per_image=True, not both")
         if not per_image:
             std_values = np.asarray(std, np.float64).reshape(-1)
             _check_spread(std_values, [str(i) for i in range(std_values.size)], "std", "the given std", eps)
@@ -217,7 +218,7 @@ class Standardize(_Normalize):
         _check_spread(mean, names, "mean", _stats_name(stats), eps=1.0)
         _check_spread(std, names, "std", _stats_name(stats), eps)
         return cls(mean, std, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
-                   stats_dtype=stats.dtype, **options)
+                   stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.standardize(x, out=out, **self._options())
@@ -255,7 +256,7 @@ class MinMaxScale(_Normalize):
         eps: float | None = None,
         value_scale: float = 1.0,
         input_scale: float | None = None,
-        stats_dtype: str | None = None,
+        stats_dtype: str | tuple[str, ...] | None = None,
         spatial_dims: int = 2,
         dtype: torch.dtype = torch.float32,
         inplace: bool = False,
@@ -264,10 +265,10 @@ class MinMaxScale(_Normalize):
                          input_scale=input_scale, stats_dtype=stats_dtype, spatial_dims=spatial_dims, dtype=dtype,
                          inplace=inplace)
         if per_image != (low is None and high is None):
-            raise ValueError("give low and high, or per_image=True, not both")
+            raise OptionError("give low and high, or per_image=True, not both")
         out_range = tuple(float(v) for v in out_range)
         if len(out_range) != 2 or out_range[0] == out_range[1]:
-            raise ValueError(f"out_range must be two different numbers, got {out_range}")
+            raise OptionError(f"out_range must be two different numbers, got {out_range}")
         if not per_image:
             width = np.asarray(high, np.float64).reshape(-1) - np.asarray(low, np.float64).reshape(-1)
             _check_spread(width, [str(i) for i in range(width.size)], "range (high - low)", "the given range", eps)
@@ -285,7 +286,7 @@ class MinMaxScale(_Normalize):
         high, _ = _pick(stats, channel_wise, lambda s: s.max)
         _check_spread(high - low, names, "range (max - min)", _stats_name(stats), eps)
         return cls(low, high, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
-                   stats_dtype=stats.dtype, **options)
+                   stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.min_max_scale(x, out_range=self.out_range, clip=self.clip, out=out, **self._options())
@@ -299,49 +300,51 @@ class MinMaxScale(_Normalize):
 
 
 class PercentileScale(MinMaxScale):
-    """Robust scaling: map the ``low``/``high`` percentiles to ``out_range`` and clip.
+    """Robust scaling: map two percentiles of the data to ``out_range`` and clip.
 
-    Outliers (metal in CT, hot pixels, saturated detectors) no longer set the scale. With
-    dataset statistics the percentiles come from the stats file (0.5, 1, 5, 25, 50, 75, 95,
-    99, 99.5); with ``per_image=True`` they are computed per image (numpy's linear method).
+    Outliers (metal in CT, hot pixels, saturated detectors) no longer set the scale.
+    ``percentiles`` are the two percentiles (0-100) mapped to ``out_range``; ``values`` their
+    values per channel (raw units), which ``from_stats`` reads from the stats file (0.5, 1, 5,
+    25, 50, 75, 95, 99, 99.5); with ``per_image=True`` they are computed per image (numpy's
+    linear method).
 
     Example:
         >>> import torch
         >>> x = torch.cat([torch.arange(100.0), torch.tensor([1e6])]).reshape(1, 1, -1)
-        >>> y = PercentileScale(per_image=True, low=1, high=99)(x)
+        >>> y = PercentileScale(percentiles=(1, 99), per_image=True)(x)
         >>> round(float(y.min()), 3), round(float(y.max()), 3), round(float(y[0, 0, 50]), 3)
         (0.0, 1.0, 0.5)
     """
 
-    def __init__(self, low: float = 0.5, high: float = 99.5, *, values: tuple | None = None,
+    def __init__(self, percentiles: tuple[float, float] = (0.5, 99.5), *, values: tuple | None = None,
                  clip: bool = True, per_image: bool = False, **options) -> None:
-        if not 0 <= low < high <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
+        low, high = _percentile_pair(percentiles)
         if per_image == (values is not None):
-            raise ValueError("give the dataset's percentile values (see from_stats), or per_image=True")
+            raise OptionError("give the dataset's percentile values (see from_stats), or per_image=True")
         value_low, value_high = values if values is not None else (None, None)
         super().__init__(value_low, value_high, clip=clip, per_image=per_image, **options)
         self.q = (float(low), float(high))
 
     @classmethod
-    def from_stats(cls, stats: DatasetStats, *, low: float = 0.5, high: float = 99.5, channel_wise: bool = True,
-                   eps: float | None = None, **options) -> "PercentileScale":
-        """The ``low``/``high`` percentiles of the dataset from ``stats``.
+    def from_stats(cls, stats: DatasetStats, *, percentiles: tuple[float, float] = (0.5, 99.5),
+                   channel_wise: bool = True, eps: float | None = None, **options) -> "PercentileScale":
+        """The values of the two ``percentiles`` of the dataset from ``stats``.
 
         Raises:
             ValueError: the stats file does not hold that percentile.
             DegenerateStatisticsError: the two percentiles are equal (without ``eps``).
         """
+        low, high = _percentile_pair(percentiles)
         keys = [percentile_key(low), percentile_key(high)]
         summary = stats.pooled
         missing = [k for k in keys if k not in summary.percentiles]
         if missing:
-            raise ValueError(f"{_stats_name(stats)} has no percentile {missing[0]}; it has {sorted(summary.percentiles, key=float)}")
+            raise OptionError(f"{_stats_name(stats)} has no percentile {missing[0]}; it has {sorted(summary.percentiles, key=float)}")
         p_low, names = _pick(stats, channel_wise, lambda s: s.percentiles[keys[0]])
         p_high, _ = _pick(stats, channel_wise, lambda s: s.percentiles[keys[1]])
         _check_spread(p_high - p_low, names, f"percentile range (p{keys[1]} - p{keys[0]})", _stats_name(stats), eps)
-        return cls(low, high, values=(p_low, p_high), channel_wise=channel_wise, eps=eps,
-                   value_scale=stats.value_scale, stats_dtype=stats.dtype, **options)
+        return cls((low, high), values=(p_low, p_high), channel_wise=channel_wise, eps=eps,
+                   value_scale=stats.value_scale, stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.percentile_scale(x, q=self.q, out_range=self.out_range, clip=self.clip, out=out, **self._options())
@@ -369,28 +372,28 @@ class CTNormalize(Standardize):
     def __init__(self, mean, std, *, clip_range: tuple[float, float], **options) -> None:
         super().__init__(mean, std, **options)
         if len(np.asarray(mean).reshape(-1)) != 1:
-            raise ValueError("CTNormalize takes one channel (or pooled statistics)")
+            raise OptionError("CTNormalize takes one channel (or pooled statistics)")
         low, high = (float(v) for v in clip_range)
         if not low < high:
-            raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
+            raise OptionError(f"clip_range must be (low, high) with low < high, got {clip_range}")
         self.clip_range = (low, high)
 
     @classmethod
-    def from_stats(cls, stats: DatasetStats, *, low: float = 0.5, high: float = 99.5, eps: float | None = None,
-                   **options) -> "CTNormalize":
-        """Foreground percentiles ``low``/``high``, mean and std from ``stats`` (pooled over channels)."""
+    def from_stats(cls, stats: DatasetStats, *, percentiles: tuple[float, float] = (0.5, 99.5),
+                   eps: float | None = None, **options) -> "CTNormalize":
+        """Foreground ``percentiles`` (clip range), mean and std from ``stats`` (pooled over channels)."""
         summary = stats.pooled
-        keys = (percentile_key(low), percentile_key(high))
+        keys = tuple(percentile_key(q) for q in _percentile_pair(percentiles))
         missing = [k for k in keys if k not in summary.percentiles]
         if missing:
-            raise ValueError(f"{_stats_name(stats)} has no percentile {missing[0]}")
+            raise OptionError(f"{_stats_name(stats)} has no percentile {missing[0]}")
         _check_spread(np.array([summary.std]), ("pooled",), "std", _stats_name(stats), eps)
         if stats.mask is None:
             import warnings
 
             warnings.warn(f"{_stats_name(stats)} was measured over all voxels, not a foreground mask", stacklevel=2)
         return cls([summary.mean], [summary.std], clip_range=(summary.percentiles[keys[0]], summary.percentiles[keys[1]]),
-                   channel_wise=False, eps=eps, value_scale=stats.value_scale, stats_dtype=stats.dtype, **options)
+                   channel_wise=False, eps=eps, value_scale=stats.value_scale, stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
     def _affine_raw(self):
         scale, shift, _ = super()._affine_raw()
@@ -399,6 +402,19 @@ class CTNormalize(Standardize):
 
     def extra_repr(self) -> str:
         return f"clip_range={self.clip_range}, " + super().extra_repr()
+
+
+def _percentile_pair(percentiles) -> tuple[float, float]:
+    """``(low, high)`` percentiles with ``0 <= low < high <= 100``."""
+    try:
+        low, high = (float(q) for q in percentiles)
+    except (TypeError, ValueError):
+        raise OptionError(f"percentiles must be two numbers (low, high), got {percentiles!r}") from None
+    if low > high:
+        raise OptionError(f"percentiles are reversed: ({low:g}, {high:g}); give (low, high)")
+    if not 0 <= low < high <= 100:
+        raise OptionError(f"percentiles must satisfy 0 <= low < high <= 100, got ({low:g}, {high:g})")
+    return low, high
 
 
 class AffineInverse(nn.Module):

@@ -26,10 +26,14 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     pydicom = _pydicom()
     dataset = pydicom.dcmread(path)
     if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
+        if _pixel_data_cut(path):
+            raise ReadError(path, "the file ends inside its pixel data (truncated)")
         kind = getattr(dataset.get("SOPClassUID"), "name", "unknown SOP class")
         raise ReadError(path, f"no pixel data (a DICOM {kind} object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
+    if getattr(getattr(dataset.get("file_meta"), "TransferSyntaxUID", None), "is_encapsulated", False):
+        check_frames(dataset, frames, path)
     stored = _pixels(dataset, path)
     notes = []
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
@@ -57,6 +61,37 @@ def _pydicom():
     except ImportError:
         raise ReadError("DICOM", "reading DICOM needs pydicom: pip install 'imagenorm[medical]'") from None
     return pydicom
+
+
+def _pixel_data_cut(path: str) -> bool:
+    """Whether the file holds a PixelData tag that pydicom dropped: it stops reading, with a
+    warning, at an element the file ends inside of."""
+    with open(path, "rb") as file:
+        data = file.read()
+    return b"\xe0\x7f\x10\x00" in data or b"\x7f\xe0\x00\x10" in data  # (7FE0,0010), either byte order
+
+
+def check_frames(dataset, frames: int, path: str) -> None:
+    """Refuse compressed pixel data that hold fewer frames than declared, or a JPEG frame cut short.
+
+    pydicom stops at the last frame it finds, and a JPEG decoder (pylibjpeg) fills the rest
+    of a frame whose data end early. A JPEG or JPEG-LS frame ends with its end-of-image
+    marker, before at most some padding; only the fragments are read here, nothing decoded.
+    """
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+    syntax = dataset.file_meta.TransferSyntaxUID
+    jpeg = syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes
+    offsets = None
+    if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
+        offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
+    found = 0
+    for found, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames, extended_offsets=offsets), 1):
+        if jpeg and not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
+            raise ReadError(path, f"frame {found} of {frames} ends early: its JPEG data have no end marker")
+    if found < frames:
+        raise ReadError(path, f"pixel data end after {found} of {frames} frames")
 
 
 def _pixels(dataset, path: str) -> np.ndarray:

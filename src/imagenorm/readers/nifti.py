@@ -10,6 +10,7 @@ volume is the channel axis (``nifti_4d="channels"``) or pooled into one channel
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -28,6 +29,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     image = nibabel.load(path)
     shape = image.shape
     check_pixel_limit(path, math.prod(shape[:3]) * (math.prod(shape[3:]) if len(shape) > 3 else 1), options.max_pixels)
+    _check_length(image, path)
     data = _scaled(image)
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     if data.ndim <= 3:
@@ -37,6 +39,17 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms, physical=True)
     pixels = np.moveaxis(volumes, -1, 0)
     return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]), spacing=zooms, physical=True)
+
+
+def _check_length(image, path: str) -> None:
+    """An uncompressed file holds every voxel its header declares (a cut ``.nii.gz`` fails in gzip)."""
+    if path.lower().endswith(".gz"):
+        return
+    proxy = image.dataobj  # its offset is the file's; image.header's is reset on load
+    expected = math.prod(proxy.shape) * np.dtype(proxy.dtype).itemsize
+    held = os.path.getsize(path) - int(proxy.offset)
+    if held < expected:
+        raise ReadError(path, f"voxel data end after {max(held, 0):,} of {expected:,} bytes")
 
 
 def _scaled(image) -> np.ndarray:

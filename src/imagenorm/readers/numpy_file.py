@@ -8,6 +8,7 @@ entries, channel-first when the first has, else a one-channel volume; 4-D is
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
-        raise ReadError(path, f"cannot decode: {error}") from None
+        raise ReadError(path, _data_shortage(path) or f"cannot decode: {error}") from None
     if array.dtype.kind not in "uif" and array.dtype != np.bool_:
         raise ReadError(path, f"unsupported array dtype {array.dtype} (expected integers or floats)")
     pixels = to_channel_first(array, path)
@@ -33,6 +34,22 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         pixels = pixels.astype(np.uint8)
     names = array_channels(pixels.shape[0])
     return DecodedImage(pixels=pixels, channels=names)
+
+
+def _data_shortage(path: str) -> str | None:
+    """What is missing when the file ends before the data its header declares, else None."""
+    from numpy.lib import format as npy
+
+    try:
+        with open(path, "rb") as file:
+            version = npy.read_magic(file)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(file)
+            start = file.tell()
+    except (ValueError, OSError):
+        return None
+    expected, held = math.prod(shape) * dtype.itemsize, os.path.getsize(path) - start
+    return f"pixel data end after {held:,} of {expected:,} bytes" if held < expected else None
 
 
 def to_channel_first(array: np.ndarray, name: str = "array") -> np.ndarray:

@@ -2,6 +2,6 @@
 
 from .compute import compute_stats
 from .result import DatasetStats
-from .state import PERCENTILES, Summary
+from .summary import PERCENTILES, Summary
 
 __all__ = ["compute_stats", "DatasetStats", "PERCENTILES", "Summary"]

@@ -1,17 +1,23 @@
 """Accumulate partial statistics over a source, in this process or in worker processes.
 
-Workers decode their share of the items and return only :class:`PartialStats`
+Workers decode their share of the items and return only a :class:`Measurement`
 (histograms or moments), never pixels. Chunks are merged in order, so integer results
 are identical for any worker count and float results differ by rounding at most.
+
+Images of different dtypes are measured together where their units allow it: values in
+physical units (DICOM modality values, NIfTI) and float data are promoted to a common type
+(integers stay exact in the widest one; any float makes float64); integer images in raw
+units of different bit depths are an error, unless ``mixed_depth="scale"`` divides every
+integer image by its dtype's maximum (statistics in the [0, 1] scale).
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
-import os
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, TypeVar
 
 import numpy as np
 
@@ -20,39 +26,28 @@ from ..audit import image_row
 from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions
 from . import kernels
+from .float_percentiles import BracketValues, FloatHistogram
+from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide
 from .items import ItemSource
-from .state import HISTOGRAM_DTYPES, KERNEL_DTYPES, BracketValues, FloatHistogram, FloatMoments, ImageSpread, IntegerHistogram, RangeTooWide
+from .measurement import Measurement
+from .moments import FloatMoments, ImageSpread
 
 OnError = Literal["fail", "skip"]
-NonFinitePolicy = Literal["fail", "ignore"]
-Layout = tuple[str, tuple[str, ...]]
+T = TypeVar("T")
 
 
-@dataclass
-class PartialStats:
-    """Statistics of some items: their state, how many, and which were skipped and why."""
+@dataclass(frozen=True)
+class Layout:
+    """What the first readable image says every other must share: channels, and a dtype
+    (another dtype only where ``promotable``: physical units or floats)."""
 
-    state: IntegerHistogram | FloatMoments | FloatHistogram
-    spread: ImageSpread | None = None  # per-image means and stds (first pass only)
-    files: int = 0
-    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
-    palette: bool = False  # any palette image expanded
-    bits: int = 0  # the most significant bits any image declared or used
-    notes: frozenset[str] = frozenset()  # what readers decided (e.g. MONOCHROME1 policy)
-    rows: list[dict] = field(default_factory=list)  # per-image audit rows, in item order
+    dtype: str
+    channels: tuple[str, ...]
+    promotable: bool = False
 
-    def merge(self, other: "PartialStats") -> "PartialStats":
-        spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
-        return PartialStats(
-            state=self.state.merge(other.state),
-            spread=spread,
-            files=self.files + other.files,
-            skipped=self.skipped + other.skipped,
-            palette=self.palette or other.palette,
-            bits=max(self.bits, other.bits),
-            notes=self.notes | other.notes,
-            rows=self.rows + other.rows,
-        )
+    @classmethod
+    def of(cls, image: DecodedImage) -> "Layout":
+        return cls(image.pixels.dtype.name, image.channels, image.promotable)
 
 
 @dataclass(frozen=True)
@@ -64,32 +59,36 @@ class Job:
     layout: Layout
     first_name: str
     on_error: OnError = "fail"
-    nonfinite: NonFinitePolicy = "fail"
     percentile_pass: FloatHistogram | None = None  # set for the second pass over float data
     bracket_pass: BracketValues | None = None  # set for the third pass (exact float percentiles)
     exclude: frozenset[int] = frozenset()
     mask: MaskSpec | None = None  # count only the voxels inside it
     audit: bool = False  # collect a row of statistics per image
 
+    @property
+    def scaled(self) -> bool:
+        """Integer images are divided by their dtype's maximum (``mixed_depth="scale"``)."""
+        return self.options.mixed_depth == "scale"
+
     def empty_state(self):
-        dtype, channels = self.layout
         if self.bracket_pass is not None:
             return self.bracket_pass.empty()
         if self.percentile_pass is not None:
-            return FloatHistogram(self.percentile_pass.low, self.percentile_pass.high)
-        if dtype in HISTOGRAM_DTYPES:
-            return IntegerHistogram.empty(dtype, len(channels))
-        return FloatMoments.empty(len(channels))
+            return self.percentile_pass.empty()
+        channels = len(self.layout.channels)
+        if np.dtype(self.layout.dtype).kind in "ui" and not self.scaled:
+            return IntegerHistogram.empty(self.layout.dtype, channels)
+        return FloatMoments.empty(channels)
 
-    def empty_partial(self) -> PartialStats:
+    def empty_measurement(self) -> Measurement:
         later_pass = self.percentile_pass is not None or self.bracket_pass is not None
-        spread = None if later_pass else ImageSpread.empty(len(self.layout[1]))
-        return PartialStats(self.empty_state(), spread)
+        spread = None if later_pass else ImageSpread.empty(len(self.layout.channels))
+        return Measurement(self.empty_state(), spread)
 
 
-def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
-    """Reduce items ``start..stop-1`` of ``job`` to one PartialStats."""
-    partial = job.empty_partial()
+def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
+    """Reduce items ``start..stop-1`` of ``job`` to one Measurement."""
+    partial = job.empty_measurement()
     image_means, image_stds = [], []
     for index in range(start, stop):
         if job.items.global_index(index) in job.exclude:
@@ -97,22 +96,24 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
         try:
             image = job.items.load(index, job.options)
             check_layout(job, index, image)
-            pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "")
-            check_finite(job, index, pixels)
+            pixels = measured_values(job, index, image)
         except ReadError as error:
             if job.on_error == "fail":
                 raise
             partial.skipped.append((job.items.global_index(index), job.items.name(index), error.reason))
             continue
+        partial.state = partial.state.accepting(pixels.dtype)
         try:
             image_moments = partial.state.update(pixels)
-        except RangeTooWide:  # 32-bit values too spread for bins: continue with exact-merge moments
-            partial.state = partial.state.to_moments()
+        except RangeTooWide:  # values too spread for bins: continue with exact-merge moments
+            partial.state = partial.state.as_moments()
             image_moments = partial.state.update(pixels)
         if image_moments is not None:
             image_means.append(image_moments[0])
             image_stds.append(image_moments[1])
         partial.files += 1
+        partial.dtypes |= {image.pixels.dtype.name}
+        partial.promotable &= image.promotable
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
         if image.notes:
@@ -121,8 +122,18 @@ def accumulate_range(job: Job, start: int, stop: int) -> PartialStats:
             partial.rows.append(_audit_row(job, index, image, pixels))
         del image, pixels  # free the pixels before the next decode, so their memory is reused
     if partial.spread is not None:
-        partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout[1]))
+        partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout.channels))
     return partial
+
+
+def measured_values(job: Job, index: int, image: DecodedImage) -> np.ndarray:
+    """The values of ``image`` that count: inside the mask (decided on the values as read),
+    in the [0, 1] scale under ``mixed_depth="scale"``, and finite unless told to ignore."""
+    pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "")
+    if job.scaled and pixels.dtype.kind in "ui":
+        pixels = pixels.astype(np.float64) / float(np.iinfo(pixels.dtype).max)
+    check_finite(job, index, pixels)
+    return pixels
 
 
 def _audit_row(job: Job, index: int, image: DecodedImage, pixels: np.ndarray) -> dict:
@@ -135,23 +146,24 @@ def _audit_row(job: Job, index: int, image: DecodedImage, pixels: np.ndarray) ->
 
 
 def check_layout(job: Job, index: int, image: DecodedImage) -> None:
-    """Every image must have the dtype and channels of the first one."""
-    if image.layout == job.layout:
-        return
+    """Every image must have the channels of the first one, and its dtype unless the units
+    allow promotion (see the module docstring)."""
     dtype, channels = image.layout
-    want_dtype, want_channels = job.layout
-    if channels != want_channels:
-        what = f"{len(channels)} channel(s) ({', '.join(channels)}), but {job.first_name} has {len(want_channels)} ({', '.join(want_channels)})"
-        hint = "; pass --convert gray or --convert rgb to convert every image"
-    else:
-        what = f"dtype {dtype}, but {job.first_name} has {want_dtype}"
-        hint = "; measure images of each bit depth separately"
-    raise ReadError(job.items.name(index), f"has {what}{hint}")
+    want = job.layout
+    if channels != want.channels:
+        what = f"{len(channels)} channel(s) ({', '.join(channels)}), but {job.first_name} has {len(want.channels)} ({', '.join(want.channels)})"
+        raise ReadError(job.items.name(index), f"has {what}; pass convert='gray' or convert='rgb' to convert every image")
+    if dtype == want.dtype or job.scaled or (image.promotable and want.promotable):
+        return
+    raise ReadError(job.items.name(index),
+                    f"has dtype {dtype}, but {job.first_name} has {want.dtype}: raw values of different bit depths "
+                    "do not share units; measure them separately, or pass mixed_depth='scale' to measure every "
+                    "image in the [0, 1] scale (each divided by its dtype's maximum)")
 
 
 def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
     """Under the "fail" policy, NaN or Inf in a float image is an error naming the counts."""
-    if job.nonfinite != "fail" or pixels.dtype.kind != "f":
+    if job.options.nonfinite != "fail" or pixels.dtype.kind != "f":
         return
     if np.isfinite(pixels).all():
         return
@@ -159,7 +171,7 @@ def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
     inf = int(np.isinf(pixels).sum())
     raise ReadError(
         job.items.name(index),
-        f"contains {nan} NaN and {inf} infinite values; pass --nonfinite ignore to leave them out of the statistics",
+        f"contains {nan} NaN and {inf} infinite values; pass nonfinite='ignore' to leave them out of the statistics",
     )
 
 
@@ -167,14 +179,14 @@ def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> 
     """Layout of the first readable item (the one every other item must match)."""
     for index in range(len(items)):
         try:
-            return items.probe(index, options).layout, items.name(index)
+            return Layout.of(items.probe(index, options)), items.name(index)
         except ReadError:
             if on_error == "fail":
                 raise
     raise EmptyDatasetError(f"every one of the {len(items)} images failed to read")
 
 
-def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, checkpoint=None) -> PartialStats:
+def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, checkpoint=None) -> Measurement:
     """Reduce all items of ``job``, with ``workers`` processes (0: in this process).
 
     With a :class:`~imagenorm.stats.checkpoint.Checkpoint`, the merged state is saved as the
@@ -182,7 +194,7 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, c
     """
     total = len(job.items)
     chunks = list(chunk_ranges(total, workers))
-    merged, done = job.empty_partial(), 0
+    merged, done = job.empty_measurement(), 0
     if checkpoint is not None:
         from .checkpoint import run_signature
 
@@ -209,31 +221,36 @@ def chunk_ranges(total: int, workers: int) -> Iterator[tuple[int, int]]:
 
 
 def _reduce_chunks(job: Job, chunks, workers: int):
-    if workers <= 0 or len(chunks) == 1:
+    yield from map_chunks(functools.partial(accumulate_range, job), chunks, workers)
+
+
+def map_chunks(work: Callable[[int, int], T], chunks: list[tuple[int, int]], workers: int) -> Iterator[tuple[T, int]]:
+    """``(work(start, stop), stop - start)`` for each chunk, in order, computed here or by
+    ``workers`` processes (``work`` must pickle; it travels once per worker, not per chunk)."""
+    if workers <= 0 or len(chunks) <= 1:
         for start, stop in chunks:
-            yield accumulate_range(job, start, stop), stop - start
+            yield work(start, stop), stop - start
         return
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(job,))
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(work,))
     try:
-        for (start, stop), partial in zip(chunks, pool.imap(_reduce_in_worker, chunks)):
-            yield partial, stop - start
+        for (start, stop), result in zip(chunks, pool.imap(_work_in_worker, chunks)):
+            yield result, stop - start
     finally:
         pool.terminate()
         pool.join()
 
 
-_worker_job: Job | None = None
+_worker_work: Callable | None = None
 
 
-def _init_worker(job: Job) -> None:
-    global _worker_job
-    _worker_job = job
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _init_worker(work: Callable) -> None:
+    global _worker_work
+    _worker_work = work
 
 
-def _reduce_in_worker(chunk: tuple[int, int]) -> PartialStats:
-    return accumulate_range(_worker_job, *chunk)
+def _work_in_worker(chunk: tuple[int, int]):
+    return _worker_work(*chunk)
 
 
 def bracket_job(job: Job, histogram: FloatHistogram) -> Job:
@@ -243,15 +260,12 @@ def bracket_job(job: Job, histogram: FloatHistogram) -> Job:
 
 def prepare(job: Job) -> None:
     """Compile the histogram kernel in this process, so forked workers inherit it."""
-    dtype, channels = job.layout
-    if dtype in KERNEL_DTYPES:
-        kernels.warm_up(np.dtype(dtype), len(channels))
+    if job.layout.dtype in KERNEL_DTYPES and not job.scaled:
+        kernels.warm_up(np.dtype(job.layout.dtype), len(job.layout.channels))
 
 
-def percentile_job(job: Job, first_pass: PartialStats) -> Job:
+def percentile_job(job: Job, first_pass: Measurement) -> Job:
     """The second pass over float data: bin every finite value between min and max."""
-    if not isinstance(first_pass.state, FloatMoments):
-        raise ImagenormError("the percentile pass is only for float data")
     return replace(
         job,
         percentile_pass=FloatHistogram.for_moments(first_pass.state),

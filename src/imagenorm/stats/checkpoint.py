@@ -19,9 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import ImagenormError, display_path
-from .state import FloatMoments, ImageSpread, IntegerHistogram
-
-_MOMENT_FIELDS = ("count", "mean", "m2", "minimum", "maximum", "nonfinite")
+from .measurement import Measurement
 
 
 @dataclass
@@ -38,42 +36,28 @@ class Checkpoint:
         self._items_since += items
         return self._items_since >= self.every_items or time.monotonic() - self._saved_at >= self.every_seconds
 
-    def save(self, partial, chunks_done: int, signature: str) -> None:
-        arrays = {}
-        meta = {"signature": signature, "chunks_done": chunks_done, "files": partial.files,
-                "skipped": partial.skipped, "palette": partial.palette, "bits": partial.bits,
-                "notes": sorted(partial.notes), "rows": partial.rows}
-        meta["state"] = _put_state(arrays, "state", partial.state)
-        if partial.spread is not None:
-            _put_moments(arrays, "spread_means", partial.spread.means)
-            _put_moments(arrays, "spread_stds", partial.spread.stds)
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+    def save(self, measurement: Measurement, chunks_done: int, signature: str) -> None:
+        arrays = measurement.to_arrays()
+        arrays["run"] = np.frombuffer(json.dumps({"signature": signature, "chunks_done": chunks_done}).encode("utf-8"), np.uint8)
         with atomic_write(self.path, "wb") as file:
             np.savez(file, **arrays)
         self._saved_at, self._items_since = time.monotonic(), 0
 
-    def load(self, signature: str):
-        """(PartialStats, chunks done) of an earlier run of the same command, or None."""
-        from .accumulate import PartialStats
-
+    def load(self, signature: str) -> tuple[Measurement, int] | None:
+        """(Measurement, chunks done) of an earlier run of the same command, or None."""
         if not os.path.exists(self.path):
             return None
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
-            meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+            run = json.loads(arrays.pop("run").tobytes().decode("utf-8"))
+            measurement, _ = Measurement.from_arrays(arrays)
         except (OSError, ValueError, KeyError) as error:
             raise ImagenormError(f"{display_path(self.path)}: not a readable imagenorm checkpoint ({error})") from None
-        if meta["signature"] != signature:
+        if run["signature"] != signature:
             raise ImagenormError(f"{display_path(self.path)} is a checkpoint of another run (other files or options); "
-                                 "remove it or choose another --checkpoint file")
-        spread = None
-        if "spread_means.count" in arrays:
-            spread = ImageSpread(_get_moments(arrays, "spread_means"), _get_moments(arrays, "spread_stds"))
-        partial = PartialStats(state=_get_state(arrays, "state", meta["state"]), spread=spread, files=meta["files"],
-                               skipped=[tuple(s) for s in meta["skipped"]], palette=meta["palette"], bits=meta["bits"],
-                               notes=frozenset(meta["notes"]), rows=meta["rows"])
-        return partial, meta["chunks_done"]
+                                 "remove it or choose another checkpoint file")
+        return measurement, run["chunks_done"]
 
     def remove(self) -> None:
         if os.path.exists(self.path):
@@ -85,30 +69,7 @@ def run_signature(job, chunks: list[tuple[int, int]]) -> str:
     digest = hashlib.sha256()
     for index in range(len(job.items)):
         digest.update(job.items.name(index).encode("utf-8", "surrogateescape") + b"\0")
-    described = repr((len(job.items), chunks, job.options, job.layout, job.on_error, job.nonfinite,
+    described = repr((len(job.items), chunks, job.options, job.layout, job.on_error,
                       None if job.mask is None else job.mask.describe(), job.audit))
     digest.update(described.encode("utf-8"))
     return digest.hexdigest()
-
-
-def _put_moments(arrays: dict, prefix: str, moments: FloatMoments) -> None:
-    for name in _MOMENT_FIELDS:
-        arrays[f"{prefix}.{name}"] = getattr(moments, name)
-
-
-def _get_moments(arrays: dict, prefix: str) -> FloatMoments:
-    return FloatMoments(*(arrays[f"{prefix}.{name}"] for name in _MOMENT_FIELDS))
-
-
-def _put_state(arrays: dict, prefix: str, state) -> dict:
-    if isinstance(state, IntegerHistogram):
-        arrays[f"{prefix}.counts"] = state.counts
-        return {"kind": "histogram", "dtype": state.dtype, "offset": state.offset}
-    _put_moments(arrays, prefix, state)
-    return {"kind": "moments"}
-
-
-def _get_state(arrays: dict, prefix: str, description: dict):
-    if description["kind"] == "histogram":
-        return IntegerHistogram(description["dtype"], arrays[f"{prefix}.counts"], description["offset"])
-    return _get_moments(arrays, prefix)

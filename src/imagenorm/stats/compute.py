@@ -7,45 +7,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import __version__
 from ..audit import flag_outliers
-from ..errors import EmptyDatasetError, ImagenormError, display_path
+from ..errors import EmptyDatasetError, ImagenormError
 from ..masks import MaskSpec
-from ..readers import DEFAULT_MAX_PIXELS, ReadOptions
+from ..options import ReadOptions, check_choice, OptionError
 from ..sources import source_root
+from ..version import __version__
 from . import accumulate, distributed
-from .accumulate import Job, NonFinitePolicy, OnError
+from .accumulate import Job
 from .checkpoint import Checkpoint
-from .items import FileItems, as_item_source
+from .items import FileItems, ItemSource, as_item_source
+from .measurement import Measurement
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
-from .state import FloatMoments
+from .state import common_dtype
 
 
 def compute_stats(
     source: Any,
+    read_options: ReadOptions | None = None,
     *,
     workers: int = 0,
-    on_error: OnError = "fail",
-    nonfinite: NonFinitePolicy = "fail",
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    alpha: str = "drop",
-    convert: str | None = None,
-    percentiles: bool = True,
-    mask: str | None = None,
-    mask_dir: str | None = None,
-    dicom_values: str = "modality",
-    monochrome1: str = "keep",
-    nifti_4d: str = "channels",
+    on_error: str = "fail",
     audit: bool = False,
+    percentiles: bool = True,
     float_percentiles: str = "exact",
-    dicom_series: bool = True,
     distributed: bool = False,
     group=None,
     timeout: float | None = 300.0,
-    checkpoint: str | None = None,
-    checkpoint_every: int = 1000,
-    checkpoint_seconds: float = 60.0,
+    checkpoint: str | os.PathLike | Checkpoint | None = None,
     progress: Callable[[int], None] | None = None,
+    **options: Any,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
 
@@ -53,44 +44,37 @@ def compute_stats(
         source: a folder, glob, image file, ``.txt`` list of paths, list of paths,
             map-style Dataset (items: tensor, array, PIL image, or ``(image, label)``),
             a tensor (``(B, C, H, W)`` or one image), or a numpy array.
+        read_options: how to read the pixels (:class:`~imagenorm.options.ReadOptions`);
+            its fields may also be given as keywords (``alpha="keep"``, ``mask="nonzero"``,
+            ``dicom_values="stored"``, ``mixed_depth="scale"``, ...). They are recorded
+            in the result, so that transforms, ``check`` and ``apply`` read the same way.
         workers: processes that decode and reduce (0: this process only).
         on_error: ``"fail"`` raises at the first bad image; ``"skip"`` records it in
             ``DatasetStats.skipped`` and goes on.
-        nonfinite: ``"fail"`` treats NaN/Inf in float images as bad input;
-            ``"ignore"`` leaves them out of every statistic and counts them.
-        max_pixels: images with more pixels are refused before decoding (None: no limit).
-        alpha: ``"drop"`` or ``"keep"`` an alpha channel.
-        convert: ``"gray"`` or ``"rgb"`` to bring every image to one channel layout.
-        percentiles: False skips the second pass that float data need for percentiles.
-        mask: count only foreground voxels: ``"nonzero"`` or ``"threshold:>-500"`` (>=, <, <=).
-        mask_dir: count only voxels inside a mask file per image, at the image's relative path.
-        dicom_values: ``"modality"`` (rescale applied: CT in HU) or ``"stored"``.
-        monochrome1: MONOCHROME1 DICOM images ``"keep"`` their values or are ``"invert"``-ed.
-        nifti_4d: the 4th axis of NIfTI volumes as ``"channels"`` or ``"pooled"`` into one.
+        audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
+            the images that stand out (``DatasetStats.flagged``, saved in the stats file).
+        percentiles: False skips the passes that float data need for percentiles.
         float_percentiles: for float data, ``"exact"`` (a third pass collects the values in
             the histogram bins that hold the target ranks: numpy's values exactly) or
             ``"histogram"`` (two passes; error at most one of 65,536 bins of the range).
-        dicom_series: the slices of one DICOM series (a folder, one SeriesInstanceUID) are
-            one image, for per-image statistics and the audit (not with ``mask_dir``).
         distributed: inside an initialized torch.distributed process group, each rank
             measures its shard (items ``rank, rank + world, ...``) and the ranks combine
             their statistics; every rank returns the same result (``group``: another group).
         timeout: seconds a rank waits for the others before naming the ranks missing.
-        checkpoint: a file where the first pass saves its merged state every
-            ``checkpoint_every`` items or ``checkpoint_seconds`` (at the end of a chunk of at
-            most 64 items); the same call after an
+        checkpoint: a file (or a :class:`~imagenorm.stats.checkpoint.Checkpoint` saying how
+            often) where the first pass saves its merged state; the same call after an
             interruption resumes from it and gives exactly the uninterrupted result (it is
             removed at the end; under torch.distributed each rank keeps ``FILE.rank<r>``).
-        audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
-            the images that stand out (``DatasetStats.flagged``, saved in the stats file).
         progress: called with the number of items done after each chunk.
 
     Returns:
         The dataset's statistics. Integer data are exact; float data use float64
-        moments (Chan's merge) and percentiles from a second pass (see
+        moments (Chan's merge) and percentiles from later passes (see
         ``DatasetStats.percentile_method``).
 
     Raises:
+        OptionError: an option is unknown or has a value outside its choices (before any
+            file is read).
         ReadError: a bad image under ``on_error="fail"``, naming it and why.
         EmptyDatasetError: no images, or none readable.
 
@@ -101,57 +85,33 @@ def compute_stats(
         >>> stats.files, stats.pooled.count, stats.pooled.max
         (2, 96, 95.0)
     """
-    items, ignored = as_item_source(source, dicom_series=dicom_series and mask_dir is None)
+    read_options = resolve_read_options(read_options, options)
+    check_choice("on_error", on_error)
+    check_choice("float_percentiles", float_percentiles)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise OptionError(f"workers must be a non-negative integer, got {workers!r}")
+    items, ignored = as_item_source(source, dicom_series=read_options.dicom_series and read_options.mask_dir is None)
     if len(items) == 0:
         raise EmptyDatasetError("the dataset is empty")
-    options = ReadOptions(max_pixels=max_pixels, alpha=alpha, convert=convert, dicom_values=dicom_values,
-                          monochrome1=monochrome1, nifti_4d=nifti_4d)
+    mask = MaskSpec.from_options(read_options, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     runner = Ranks(group, timeout) if distributed or group is not None else OneProcess()
-    layout, first_name = runner.probe(items, options, on_error)
-    mask_spec = _mask_spec(mask, mask_dir, items, source)
-    job = Job(runner.shard(items), options, layout, first_name, on_error=on_error, nonfinite=nonfinite,
-              mask=mask_spec, audit=audit)
+    layout, first_name = runner.probe(items, read_options, on_error)
+    job = Job(runner.shard(items), read_options, layout, first_name, on_error=on_error, mask=mask, audit=audit)
     accumulate.prepare(job)
-    saver = None
-    if checkpoint is not None:
-        path = f"{checkpoint}.rank{runner.rank}" if isinstance(runner, Ranks) else checkpoint
-        saver = Checkpoint(os.fspath(path), every_items=checkpoint_every, every_seconds=checkpoint_seconds)
+    saver = _checkpoint(checkpoint, runner)
     first_pass = runner.run(job, workers, progress, saver)
-    if first_pass.files == 0:
-        raise EmptyDatasetError(f"all {len(items)} images were skipped; the first: {first_pass.skipped[0][1]}: {first_pass.skipped[0][2]}")
-    if isinstance(first_pass.state, FloatMoments) and first_pass.state.count.min() == 0:
-        raise EmptyDatasetError("a channel has no finite value at all")
-    dtype, channel_names = layout
-    if float_percentiles not in ("exact", "histogram"):
-        raise ValueError(f"float_percentiles must be 'exact' or 'histogram', got {float_percentiles!r}")
-    percentile_values = percentile_error = float_histograms = None
-    if isinstance(first_pass.state, FloatMoments) and percentiles:
-        second_job = accumulate.percentile_job(job, first_pass)
-        histogram = runner.run(second_job, workers).state
-        percentile_values, percentile_error = float_percentiles_from(histogram)
-        float_histograms = coarse_histograms(histogram)
-        if float_percentiles == "exact":
-            brackets = runner.run(accumulate.bracket_job(second_job, histogram), workers).state
-            for row, exact in enumerate(brackets.exact_rows()):
-                if exact:
-                    percentile_values[row], percentile_error[row] = brackets.percentiles(row), 0.0
+    _check_counted(first_pass, len(items))
+    float_results = _float_percentiles(runner, job, first_pass, workers, float_percentiles) if (
+        percentiles and not first_pass.state.exact) else {}
     result = DatasetStats(
-        dtype=dtype,
-        channel_names=channel_names,
-        state=first_pass.state,
-        files=first_pass.files,
-        spread=first_pass.spread,
-        skipped=[{"path": name, "reason": reason} for _, name, reason in sorted(first_pass.skipped)],
+        dtype=_result_dtype(first_pass, job),
+        channel_names=layout.channels,
+        measurement=first_pass,
+        read_options=read_options,
         ignored=ignored,
-        alpha=_alpha_record(options.alpha, channel_names),
-        palette_expanded=first_pass.palette,
-        significant_bits=_fewer_bits(dtype, first_pass.bits),
-        float_percentiles=percentile_values,
-        percentile_error=percentile_error,
-        float_histograms=float_histograms,
+        alpha=_alpha_record(read_options.alpha, layout.channels),
         created_by=f"imagenorm {__version__}",
-        mask=None if mask_spec is None else mask_spec.describe(),
-        notes=sorted(first_pass.notes),
+        **float_results,
     )
     if audit:
         result.audit_rows = first_pass.rows
@@ -161,16 +121,66 @@ def compute_stats(
     return result
 
 
+def resolve_read_options(read_options: ReadOptions | None, given: dict[str, Any]) -> ReadOptions:
+    """``read_options`` and keyword options as one validated ReadOptions (a keyword may repeat a
+    field of ``read_options``, not change it)."""
+    if read_options is None:
+        return ReadOptions.from_keywords(**given)
+    if not isinstance(read_options, ReadOptions):
+        raise OptionError(f"read_options must be a ReadOptions, got {type(read_options).__name__}")
+    return read_options.with_given("read_options", **given)
+
+
+def _checkpoint(checkpoint, runner) -> Checkpoint | None:
+    if checkpoint is None:
+        return None
+    saver = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(os.fspath(checkpoint))
+    if isinstance(runner, Ranks):
+        saver = Checkpoint(f"{saver.path}.rank{runner.rank}", saver.every_items, saver.every_seconds)
+    return saver
+
+
+def _check_counted(first_pass: Measurement, items: int) -> None:
+    if first_pass.files == 0:
+        _, name, reason = first_pass.skipped[0]
+        raise EmptyDatasetError(f"all {items} images were skipped; the first: {name}: {reason}")
+    if not first_pass.state.exact and first_pass.state.as_moments().count.min() == 0:
+        raise EmptyDatasetError("a channel has no finite value at all")
+
+
+def _float_percentiles(runner, job: Job, first_pass: Measurement, workers: int, mode: str) -> dict[str, Any]:
+    """The second (and for ``mode="exact"`` third) pass over float data."""
+    second_job = accumulate.percentile_job(job, first_pass)
+    histogram = runner.run(second_job, workers).state
+    values, errors = float_percentiles_from(histogram)
+    if mode == "exact":
+        brackets = runner.run(accumulate.bracket_job(second_job, histogram), workers).state
+        for row, exact in enumerate(brackets.exact_rows()):
+            if exact:
+                values[row], errors[row] = brackets.percentiles(row), 0.0
+    return dict(float_percentiles=values, percentile_error=errors, float_histograms=coarse_histograms(histogram))
+
+
+def _result_dtype(first_pass: Measurement, job: Job) -> str:
+    """The dtype the statistics are in: the images', their common type, or float64 in the [0, 1] scale."""
+    if first_pass.state.exact:
+        return first_pass.state.dtype
+    dtypes = first_pass.dtypes or {job.layout.dtype}
+    if job.scaled and any(np.dtype(d).kind in "ui" for d in dtypes):
+        return "float64"
+    return common_dtype(*dtypes)
+
+
 class OneProcess:
     """Measure everything here (with optional worker processes)."""
 
-    def shard(self, items):
+    def shard(self, items: ItemSource) -> ItemSource:
         return items
 
     def probe(self, items, options, on_error):
         return accumulate.probe_layout(items, options, on_error)
 
-    def run(self, job, workers, progress=None, checkpoint=None):
+    def run(self, job, workers, progress=None, checkpoint=None) -> Measurement:
         return accumulate.run(job, workers, progress, checkpoint)
 
 
@@ -201,7 +211,7 @@ class Ranks(OneProcess):
             raise value
         return value
 
-    def run(self, job, workers, progress=None, checkpoint=None):
+    def run(self, job, workers, progress=None, checkpoint=None) -> Measurement:
         failure = None
         try:
             local = accumulate.run(job, workers, progress, checkpoint)
@@ -214,27 +224,7 @@ class Ranks(OneProcess):
                 if rank == self.rank:
                     raise failure
                 raise ImagenormError(f"rank {rank} failed: {message}")
-        return distributed.reduce_partial(local, self.group)
-
-
-def _mask_spec(mask: str | None, mask_dir: str | None, items, source) -> MaskSpec | None:
-    if mask is not None and mask_dir is not None:
-        raise ValueError("give mask or mask_dir, not both")
-    if mask is not None:
-        return MaskSpec.parse(mask)
-    if mask_dir is None:
-        return None
-    if not isinstance(items, FileItems):
-        raise ImagenormError("mask_dir needs image files (their relative paths name the masks)")
-    if not os.path.isdir(mask_dir):
-        raise ImagenormError(f"{display_path(mask_dir)}: no such mask folder")
-    return MaskSpec.files(mask_dir, source_root(items.paths, source))
-
-
-def _fewer_bits(dtype: str, bits: int) -> int | None:
-    """The declared significant bits if every image has fewer than its integer dtype holds."""
-    kind = np.dtype(dtype)
-    return bits if kind.kind in "ui" and 0 < bits < kind.itemsize * 8 else None
+        return distributed.reduce_measurement(local, self.group)
 
 
 def _alpha_record(policy: str, channel_names: tuple[str, ...]) -> str:

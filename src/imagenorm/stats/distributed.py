@@ -11,7 +11,7 @@ result of a single process: exactly for integer data, to rounding for floats.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -119,31 +119,24 @@ def all_reduce_counts(counts: np.ndarray, group=None) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def reduce_partial(partial, group=None):
-    """Combine the ranks' :class:`~imagenorm.stats.accumulate.PartialStats` (see the module docstring)."""
-    from .state import KERNEL_DTYPES, FloatHistogram, IntegerHistogram
+def reduce_measurement(measurement, group=None):
+    """Combine the ranks' :class:`~imagenorm.stats.measurement.Measurement` (see the module docstring).
 
-    state = partial.state
-    summed = None
-    if isinstance(state, IntegerHistogram) and state.dtype in KERNEL_DTYPES:
-        summed = all_reduce_counts(state.counts, group)  # the bulky part, summed in place
-    elif isinstance(state, FloatHistogram):
-        summed = all_reduce_counts(state.counts, group)
-    if summed is not None:
-        light = replace(partial, state=_emptied(state))
-        merged = gather_merge(light, group)
-        merged.state.counts = summed
-        return merged
-    return gather_merge(partial, group)
+    When every rank's state has the same fixed-size count array (``State.sum_key``), the
+    counts are summed in place with one ``all_reduce`` and only the light rest is gathered;
+    otherwise (ranged histograms of other ranges, promoted dtypes, moments) whole states are
+    gathered and merged in rank order.
+    """
+    from dataclasses import replace
 
-
-def _emptied(state):
-    """The same state with zero counts (the sums travel by all_reduce)."""
-    from .state import FloatHistogram, IntegerHistogram
-
-    if isinstance(state, IntegerHistogram):
-        return IntegerHistogram(state.dtype, np.zeros_like(state.counts), state.offset)
-    return FloatHistogram(state.low, state.high, np.zeros_like(state.counts))
+    state = measurement.state
+    keys = gather(state.sum_key(), group)
+    if keys[0] is None or any(key != keys[0] for key in keys):
+        return gather_merge(measurement, group)
+    summed = all_reduce_counts(state.counts, group)  # the bulky part, summed in place
+    merged = gather_merge(replace(measurement, state=state.emptied()), group)
+    merged.state = merged.state.with_counts(summed)
+    return merged
 
 
 def broadcast(value, group=None, source: int = 0):

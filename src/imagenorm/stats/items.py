@@ -44,6 +44,10 @@ class ItemSource:
         """The file behind item ``index``, if there is one."""
         return None
 
+    def key(self, index: int) -> str:
+        """A path that stands for item ``index`` (its file; a series' first slice)."""
+        return self.path(index) or self.name(index)
+
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
         """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
         return self.load(index, options)
@@ -90,6 +94,9 @@ class SeriesItems(ItemSource):
 
     def path(self, index: int) -> str | None:
         return self.groups[index][0] if len(self.groups[index]) == 1 else None
+
+    def key(self, index: int) -> str:
+        return self.groups[index][0]
 
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
         return read_image(self.groups[index][0], options)  # one slice tells the layout

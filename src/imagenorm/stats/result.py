@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from .. import statsfile
 from ..errors import ImagenormError
 from ..options import ReadOptions
-from .state import (
-    FLOAT_BINS,
-    FloatHistogram,
-    FloatMoments,
-    ImageSpread,
-    IntegerHistogram,
-    Summary,
-    summarize_moments,
-)
+from .float_percentiles import FLOAT_BINS, FloatHistogram
+from .measurement import Measurement
+from .moments import ImageSpread
+from .state import State, common_dtype
+from .summary import Summary
 
 
 def value_scale_of(dtype: str) -> float:
@@ -27,12 +25,20 @@ def value_scale_of(dtype: str) -> float:
     return float(np.iinfo(kind).max) if kind.kind in "ui" else 1.0
 
 
+def describe_mask(options: ReadOptions) -> str | None:
+    """The foreground mask the statistics were restricted to, in words (None: all voxels)."""
+    if options.mask_dir is not None:
+        return f"mask files under {options.mask_dir}"
+    return options.mask
+
+
 @dataclass
 class DatasetStats:
     """Per-channel and pooled statistics of a dataset, in raw pixel units.
 
-    Integer data keep their exact histograms (``state``), so two DatasetStats of
-    disjoint parts merge exactly; float data keep float64 moments.
+    Integer data keep their exact histograms, so two DatasetStats of disjoint parts merge
+    exactly; float data keep float64 moments. ``read_options`` records how the pixels were
+    read, so that everything downstream reads them the same way.
 
     Example:
         >>> import numpy as np, imagenorm
@@ -45,30 +51,78 @@ class DatasetStats:
 
     dtype: str
     channel_names: tuple[str, ...]
-    state: IntegerHistogram | FloatMoments
-    files: int
-    spread: ImageSpread | None = None  # how images differ (per-image means and stds)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    measurement: Measurement
+    read_options: ReadOptions = field(default_factory=ReadOptions)  # how the pixels were read
     ignored: int = 0
     alpha: str = "none"
-    palette_expanded: bool = False
-    significant_bits: int | None = None  # declared by the files (PNG sBIT) when below the dtype's
     float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
     percentile_error: list[float] | None = None
     float_histograms: list[tuple[list[float], list[int]]] | None = None  # per channel (edges, counts), 256 bins
     created_by: str = ""
-    mask: str | None = None  # the foreground mask the statistics were restricted to
-    notes: list[str] = field(default_factory=list)  # what readers decided, e.g. a MONOCHROME1 policy
     flagged: list[dict] | None = None  # images that stand out (per-image audit)
     audit_rows: list[dict] | None = field(default=None, repr=False, compare=False)  # not saved
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
-    read_options: ReadOptions = field(default_factory=ReadOptions)  # how the pixels were read
+
+    # --- the measurement -------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.measurement.state
+
+    @property
+    def files(self) -> int:
+        return self.measurement.files
+
+    @property
+    def spread(self) -> ImageSpread | None:
+        """How images differ (moments of the per-image means and stds)."""
+        return self.measurement.spread
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return [{"path": name, "reason": reason} for _, name, reason in sorted(self.measurement.skipped)]
+
+    @property
+    def palette_expanded(self) -> bool:
+        return self.measurement.palette
+
+    @property
+    def notes(self) -> list[str]:
+        """What readers decided (e.g. a MONOCHROME1 policy) and what was promoted."""
+        notes = set(self.measurement.notes)
+        if len(self.source_dtypes) > 1:
+            sources = " and ".join(self.source_dtypes)
+            notes.add(f"{sources} images measured together in the [0, 1] scale" if self.read_options.mixed_depth == "scale"
+                      else f"{sources} images measured together as {self.dtype}")
+        return sorted(notes)
+
+    @property
+    def source_dtypes(self) -> tuple[str, ...]:
+        """The dtypes the images were decoded in (more than one where promoted or scaled)."""
+        return tuple(sorted(self.measurement.dtypes)) or (self.dtype,)
+
+    @property
+    def raw_input_dtypes(self) -> tuple[str, ...]:
+        """Integer dtypes whose values are raw units of these statistics (transforms take them as is)."""
+        if self.read_options.mixed_depth == "scale":
+            return ()
+        return tuple(name for name in self.source_dtypes if np.dtype(name).kind in "ui")
+
+    @property
+    def significant_bits(self) -> int | None:
+        """Significant bits the files declared (PNG sBIT, DICOM BitsStored), when fewer than the dtype's."""
+        kind = np.dtype(self.dtype)
+        bits = self.measurement.bits
+        return bits if kind.kind in "ui" and 0 < bits < kind.itemsize * 8 else None
+
+    @property
+    def mask(self) -> str | None:
+        return describe_mask(self.read_options)
 
     # --- derived numbers -------------------------------------------------------
     @property
     def exact(self) -> bool:
         """True for integer data: every number comes from exact histograms."""
-        return isinstance(self.state, IntegerHistogram)
+        return self.state.exact
 
     @property
     def value_scale(self) -> float:
@@ -83,12 +137,10 @@ class DatasetStats:
         return self._summary(None)
 
     def _summary(self, channel: int | None) -> Summary:
-        if isinstance(self.state, IntegerHistogram):
+        if self.exact:
             return self.state.summary(channel)
-        moments = self.state.pooled() if channel is None else self.state.select(channel)
         row = len(self.channel_names) if channel is None else channel
-        percentiles = {} if self.float_percentiles is None else dict(self.float_percentiles[row])
-        return summarize_moments(moments, percentiles)
+        return self.state.summary(channel, None if self.float_percentiles is None else self.float_percentiles[row])
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -101,9 +153,9 @@ class DatasetStats:
     @property
     def nonfinite(self) -> list[int]:
         """Non-finite values left out, per channel (always 0 for integer data)."""
-        if isinstance(self.state, FloatMoments):
-            return [int(v) for v in self.state.nonfinite]
-        return [0] * len(self.channel_names)
+        if self.exact:
+            return [0] * len(self.channel_names)
+        return [int(v) for v in self.state.nonfinite]
 
     @property
     def percentile_method(self) -> str:
@@ -128,29 +180,30 @@ class DatasetStats:
         """Statistics of both datasets together (exact for integer data).
 
         Raises:
-            ImagenormError: the two were measured on different dtypes or channels.
+            ImagenormError: the two were measured with other channels or read options (the
+                values would not share units), naming the difference.
         """
-        if (self.dtype, self.channel_names) != (other.dtype, other.channel_names):
-            raise ImagenormError(
-                f"cannot merge statistics of {self.dtype} {list(self.channel_names)} "
-                f"with {other.dtype} {list(other.channel_names)}"
-            )
+        if self.channel_names != other.channel_names:
+            raise ImagenormError(f"cannot merge statistics of channels {list(self.channel_names)} "
+                                 f"with {list(other.channel_names)}")
+        if self.read_options != other.read_options:
+            mine, theirs = self.read_options.to_dict(), other.read_options.to_dict()
+            key = next(k for k in mine if mine[k] != theirs[k])
+            raise ImagenormError(f"cannot merge statistics measured with {key}={mine[key]!r} "
+                                 f"and with {key}={theirs[key]!r}")
+        if self.dtype != other.dtype and not (self.measurement.promotable and other.measurement.promotable):
+            raise ImagenormError(f"cannot merge statistics of {self.dtype} and {other.dtype} raw values (their units "
+                                 "differ); measure both with mixed_depth='scale'")
+        measurement = self.measurement.merge(other.measurement)
+        dtype = measurement.state.dtype if measurement.state.exact else common_dtype(self.dtype, other.dtype)
         return DatasetStats(
-            dtype=self.dtype,
+            dtype=dtype,
             channel_names=self.channel_names,
-            state=self.state.merge(other.state),
-            files=self.files + other.files,
-            spread=None if self.spread is None or other.spread is None else self.spread.merge(other.spread),
-            skipped=self.skipped + other.skipped,
+            measurement=measurement,
+            read_options=self.read_options,
             ignored=self.ignored + other.ignored,
             alpha=self.alpha,
-            palette_expanded=self.palette_expanded or other.palette_expanded,
-            significant_bits=_merged_bits(self, other),
-            float_percentiles=None,
-            percentile_error=None,
             created_by=self.created_by,
-            mask=self.mask if self.mask == other.mask else None,
-            notes=sorted(set(self.notes) | set(other.notes)),
         )
 
     def all_reduce(self, group=None) -> "DatasetStats":
@@ -164,31 +217,28 @@ class DatasetStats:
         distributed.process_group(group)
         return distributed.gather_merge(self, group)
 
+    def replace(self, **changes: Any) -> "DatasetStats":
+        """A copy with ``changes`` (derived numbers recomputed)."""
+        return dataclasses.replace(self, **changes)
+
     # --- files -----------------------------------------------------------------
     def save(self, path) -> None:
         """Write the stats file atomically (temporary file, then rename)."""
-        from ..statsfile import save
-
-        save(self, path)
+        statsfile.save(self.to_dict(), path)
 
     @classmethod
     def load(cls, path) -> "DatasetStats":
         """Read and validate a stats file (JSON; nothing is executed)."""
-        from ..statsfile import load
+        return cls(**statsfile.load(path))
 
-        return load(path)
+    @classmethod
+    def from_dict(cls, document: Any) -> "DatasetStats":
+        """Rebuild from the stats file's JSON form, validating it."""
+        return cls(**statsfile.from_dict(document))
 
     def to_dict(self) -> dict[str, Any]:
-        from ..statsfile import to_dict
-
-        return to_dict(self)
-
-
-def _merged_bits(a: DatasetStats, b: DatasetStats) -> int | None:
-    """Declared significant bits of both parts (None when either uses the full dtype)."""
-    if a.significant_bits is None or b.significant_bits is None:
-        return None
-    return max(a.significant_bits, b.significant_bits)
+        """The stats file's JSON form."""
+        return statsfile.to_dict(self)
 
 
 def float_percentiles_from(histogram: FloatHistogram) -> tuple[list[dict[str, float]], list[float]]:
@@ -204,4 +254,3 @@ def coarse_histograms(histogram: FloatHistogram, bins: int = 256) -> list[tuple[
         edges = np.linspace(histogram.low[row], histogram.high[row], bins + 1)
         result.append((edges.tolist(), counts.tolist()))
     return result
-

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from .result import DatasetStats
-from .state import FloatMoments, ImageSpread, IntegerHistogram
+from ..errors import InputError
+from ..readers.base import array_channels
+from .histogram import IntegerHistogram
+from .measurement import Measurement
+from .moments import FloatMoments, ImageSpread
 
 _COUNTED = {torch.uint8: "uint8", torch.int8: "int8", torch.uint16: "uint16", torch.int16: "int16"}
 
@@ -36,10 +40,10 @@ class StatsAccumulator:
     def update(self, batch: torch.Tensor) -> None:
         """Add a batch (its first axis indexes images, its second channels)."""
         if batch.ndim < 3:
-            raise ValueError(f"Expected a batch of shape (B, C, ...), got {tuple(batch.shape)}")
+            raise InputError(f"Expected a batch of shape (B, C, ...), got {tuple(batch.shape)}")
         name = _COUNTED.get(batch.dtype) or str(batch.dtype).removeprefix("torch.")
         if self.dtype is not None and name != self.dtype:
-            raise ValueError(f"a batch of {name} after batches of {self.dtype}")
+            raise InputError(f"a batch of {name} after batches of {self.dtype}")
         self.dtype = name
         flat = batch.detach().reshape(batch.shape[0], batch.shape[1], -1)
         means, stds = self._count(flat) if batch.dtype in _COUNTED else self._moments(flat)
@@ -108,12 +112,12 @@ class StatsAccumulator:
     def compute(self) -> DatasetStats:
         """The statistics of everything added (one small transfer to the host)."""
         if self.dtype is None:
-            raise ValueError("no batch was added")
+            raise InputError("no batch was added")
         if self.counts is not None:
             state = IntegerHistogram(self.dtype, self.counts.cpu().numpy())
         else:
             state = self.moments
-        channels = state.counts.shape[0] if isinstance(state, IntegerHistogram) else state.count.size
-        names = ("gray",) if channels == 1 else ("red", "green", "blue") if channels == 3 else tuple(f"channel{i}" for i in range(channels))
-        return DatasetStats(dtype=self.dtype, channel_names=names, state=state, files=self.images, spread=self.spread,
+        measurement = Measurement(state, self.spread, files=self.images, dtypes=frozenset({self.dtype}),
+                                  promotable=self.moments is not None)
+        return DatasetStats(dtype=self.dtype, channel_names=array_channels(state.channels), measurement=measurement,
                             created_by="imagenorm StatsAccumulator")

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .stats import PERCENTILES, DatasetStats, Summary
-from .stats.state import percentile_key
+from ..stats import PERCENTILES, DatasetStats, Summary
+from ..stats.summary import percentile_key
 
 
 @contextlib.contextmanager
@@ -125,7 +125,7 @@ def summary_lines(stats: DatasetStats) -> list[str]:
 
 def print_advice(console: Console, stats: DatasetStats) -> None:
     """The recommendations of :func:`imagenorm.advice.advise`, one line each."""
-    from .advice import advise
+    from ..advice import advise
 
     console.print("advice:")
     for advice in advise(stats):
