@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import imagenorm
 from imagenorm.cli import app
 
 from conftest import random_image, write_pillow, write_png
@@ -41,8 +42,8 @@ def test_stats_prints_table_normalize_line_and_writes_file(folder, tmp_path):
     document = json.loads((tmp_path / "s.json").read_text())
     assert document["files"] == 4 and document["ignored_non_images"] == 1
     normalize = next(line for line in result.output.splitlines() if "Normalize" in line)
-    mean = [round(c["mean"] / 255, 4) for c in document["channels"]]
-    assert normalize.startswith(f"transforms.Normalize(mean=[{mean[0]:.4f}, {mean[1]:.4f}, {mean[2]:.4f}]")
+    mean = [f"{c['mean'] / 255:.6g}" for c in document["channels"]]
+    assert normalize.startswith(f"transforms.Normalize(mean=[{mean[0]}, {mean[1]}, {mean[2]}]")
 
 
 def test_show_prints_the_table_again(folder, tmp_path):
@@ -95,6 +96,9 @@ def test_missing_path(tmp_path):
 def test_decompression_bomb_limit(folder):
     result = invoke("stats", str(folder), "--max-pixels", "100")
     assert result.exit_code == 1 and "120 pixels exceed the limit of 100" in result.output
+    assert "raise the limit with --max-pixels N" in result.output and "max_pixels" not in result.output
+    with pytest.raises(imagenorm.ReadError, match="raise the limit with max_pixels=N"):
+        imagenorm.compute_stats(folder, max_pixels=100)
 
 
 def test_nan_reported(tmp_path, rng):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from imagenorm.errors import ImagenormError
 from imagenorm.options import OptionConflictError, OptionError, ReadOptions
 
 from conftest import channel_first, random_image, write_png
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(58)  # an AppleDouble header
 
 
 @pytest.fixture
@@ -44,6 +47,81 @@ def test_no_labels_and_loose_files(labelled, rng):
     assert imagenorm.ImageFolderDataset(root).targets is None
     with pytest.raises(ImagenormError, match=r"loose\.png: not inside a class sub-folder"):
         imagenorm.ImageFolderDataset(root, labels=True)
+
+
+def train_and_validation(root, rng, validation_classes: dict[str, int]):
+    """A training folder with two images each of ant, bee and cow, and a validation folder with
+    the given number of images per class (0: an empty class folder)."""
+    for split, counts in (("train", {"ant": 2, "bee": 2, "cow": 2}), ("val", validation_classes)):
+        for label, count in counts.items():
+            (root / split / label).mkdir(parents=True)
+            for index in range(count):
+                write_png(root / split / label / f"{index}.png", random_image(rng, "uint8", (6, 5)))
+    return root / "train", root / "val"
+
+
+def test_empty_class_folder_is_an_error_unless_allowed(tmp_path, rng):
+    train, val = train_and_validation(tmp_path, rng, {"ant": 0, "bee": 1, "cow": 1})
+    with pytest.raises(ImagenormError, match=r"val: no images for class\(es\) 'ant' .*allow_empty=True"):
+        imagenorm.ImageFolderDataset(val)
+    training = imagenorm.ImageFolderDataset(train)
+    validation = imagenorm.ImageFolderDataset(val, allow_empty=True)
+    assert validation.classes == training.classes == ["ant", "bee", "cow"]
+    assert validation.class_to_idx == training.class_to_idx == {"ant": 0, "bee": 1, "cow": 2}
+    assert validation.targets == [1, 2]  # bee and cow keep their training labels
+    assert [validation[i][1] for i in range(2)] == [1, 2]
+
+
+def test_class_to_idx_gives_validation_the_training_labels(tmp_path, rng):
+    train, val = train_and_validation(tmp_path, rng, {"bee": 1, "cow": 1})
+    training = imagenorm.ImageFolderDataset(train)
+    mapping = {"cow": 0, "bee": 1, "ant": 2}  # any numbering, e.g. from another tool
+    with pytest.raises(ImagenormError, match=r"no images for class\(es\) 'ant'"):
+        imagenorm.ImageFolderDataset(val, class_to_idx=mapping)  # like torchvision: a missing class is an error
+    validation = imagenorm.ImageFolderDataset(val, class_to_idx=mapping, allow_empty=True)
+    assert validation.classes == ["cow", "bee", "ant"] and validation.targets == [1, 0]
+    same = imagenorm.ImageFolderDataset(val, class_to_idx=training.class_to_idx, allow_empty=True)
+    assert same.targets == [1, 2] and same.class_to_idx == training.class_to_idx
+    (val / "dog").mkdir()
+    write_png(val / "dog" / "0.png", random_image(rng, "uint8", (6, 5)))
+    with pytest.raises(ImagenormError, match=r"val: class folder\(s\) 'dog' not in class_to_idx"):
+        imagenorm.ImageFolderDataset(val, class_to_idx=training.class_to_idx, allow_empty=True)
+
+
+@pytest.mark.parametrize("class_to_idx, message", [
+    ({"a": 0, "b": 0}, "two classes the same label"),
+    ({"a": -1}, "'a' to -1"),
+    ({"a": True}, "'a' to True"),
+    ({3: 0}, "3 to 0"),
+    (["a", "b"], "must be a non-empty mapping"),
+    ({}, "must be a non-empty mapping"),
+])
+def test_class_to_idx_checked_where_it_enters(labelled, class_to_idx, message):
+    root, _ = labelled
+    with pytest.raises(OptionError, match=message):
+        imagenorm.ImageFolderDataset(root, class_to_idx=class_to_idx)
+
+
+def test_class_options_that_contradict(labelled):
+    root, _ = labelled
+    with pytest.raises(OptionError, match="class_to_idx= gives labels, but labels=False"):
+        imagenorm.ImageFolderDataset(root, labels=False, class_to_idx={"cats": 0, "dogs": 1})
+    with pytest.raises(OptionError, match="allow_empty must be True or False"):
+        imagenorm.ImageFolderDataset(root, allow_empty="yes")
+    with pytest.raises(ImagenormError, match="class_to_idx= needs a folder"):
+        imagenorm.ImageFolderDataset(str(root / "*" / "*.png"), class_to_idx={"cats": 0, "dogs": 1})
+
+
+def test_hidden_files_and_folders_are_never_read_nor_classes(labelled):
+    root, images = labelled
+    (root / ".ipynb_checkpoints").mkdir()
+    shutil.copy(root / "cats" / "0.png", root / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (root / "cats" / "._0.png").write_bytes(APPLE_DOUBLE)  # macOS metadata beside a copied file
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    dataset = imagenorm.ImageFolderDataset(root)
+    assert dataset.classes == ["cats", "dogs"] and dataset.targets == [0, 0, 0, 1, 1, 1]
+    assert dataset.hidden == 3 and len(dataset) == 6
+    np.testing.assert_array_equal(dataset[0][0].numpy(), images[("cats", 0)])
 
 
 @pytest.mark.parametrize("cache", ["memory", "none"])

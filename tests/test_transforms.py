@@ -260,7 +260,7 @@ class TestModuleBehaviour:
     def test_buffers_state_dict_pickle_and_device(self):
         stats = imagenorm.compute_stats([make_input(torch.uint8, (3, 4, 4))])
         t = Standardize.from_stats(stats)
-        assert set(t.state_dict()) == {"mean", "std"}
+        assert set(t.state_dict()) == {"mean", "std", "_extra_state"}  # the units travel as extra state
         clone = pickle.loads(pickle.dumps(t))
         x = make_input(torch.uint8, (3, 4, 4))
         assert torch.equal(clone(x), t(x))

@@ -30,6 +30,9 @@ _LAZY = {
     "AffineInverse": "transforms",
     "DegenerateStatisticsError": "transforms",
     "StatsAccumulator": "stats.tensors",
+    "MethodOptions": "methods",
+    "check_normalization": "check",
+    "apply_normalization": "apply",
 }
 
 __all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", *_LAZY,

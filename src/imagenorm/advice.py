@@ -96,7 +96,7 @@ def _memory(stats: DatasetStats, memory_bytes: int | None) -> Advice:
 
 
 def _imagenet(stats: DatasetStats) -> Advice | None:
-    if stats.channel_names != ("red", "green", "blue"):
+    if stats.channel_names != ("red", "green", "blue") or not stats.has_unit_scale:
         return None
     scale = stats.value_scale
     off = max(max(abs(s.mean / scale - m), abs(s.std / scale - d)) for s, m, d in zip(stats.channels, IMAGENET_MEAN, IMAGENET_STD))

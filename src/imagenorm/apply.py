@@ -20,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from .atomic import atomic_write
-from .errors import ImagenormError, ReadError, display_path
+from .errors import ImagenormError, OutputError, ReadError, display_path
 from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
 from .options import ReadOptions, check_choice
 from .sources import PathSource, source_root
@@ -53,10 +53,27 @@ def output_names(keys: list[str], root: str) -> list[str]:
     return names
 
 
-def refuse_inside(output: str, root: str) -> None:
-    out, src = os.path.realpath(output), os.path.realpath(root)
-    if out == src or os.path.commonpath([out, src]) == src:
-        raise ImagenormError(f"refusing to write inside the source tree {display_path(root)}; choose an output folder outside it")
+def refuse_inside(output: str, sources: list[str]) -> None:
+    """Refuse an output folder that is, or lies inside, any of the ``sources`` folders."""
+    out = os.path.realpath(output)
+    for source in sources:
+        src = os.path.realpath(source)
+        if out == src or os.path.commonpath([out, src]) == src:
+            raise ImagenormError(f"refusing to write inside the source tree {display_path(source)}; "
+                                 "choose an output folder outside it")
+
+
+def source_folders(source: PathSource, root: str) -> list[str]:
+    """Every folder the sources name (a glob by its folder part), and the common root."""
+    named = [source] if isinstance(source, (str, bytes, os.PathLike)) else list(source)
+    folders = [root]
+    for item in map(os.fspath, named):
+        if os.path.isdir(item):
+            folders.append(item)
+        elif not os.path.exists(item):  # a glob: the folder before its first wildcard
+            prefix = item.split("*")[0].split("?")[0].split("[")[0]
+            folders.append(os.path.dirname(prefix) or ".")
+    return folders
 
 
 @dataclass
@@ -73,7 +90,7 @@ class WriteNormalized:
     def __call__(self, start: int, stop: int) -> tuple[list[int], list[int], list[dict[str, str]]]:
         written, resumed, skipped = [], [], []
         for index in range(start, stop):
-            if index in self.done and os.path.exists(self.targets[index]):
+            if index in self.done:
                 resumed.append(index)
                 continue
             try:
@@ -111,11 +128,13 @@ def apply_normalization(
     change them); a foreground mask decides per-image statistics only: every voxel is written.
     """
     check_choice("on_error", on_error)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise OutputError(f"{display_path(output)}: exists and is not a folder; choose an output folder")
     reading = read_options_for(stats, read_options, **given)
     items, _ = as_item_source(source, dicom_series=reading.dicom_series)
     keys = [items.key(index) for index in range(len(items))]
     root = source_root(keys, source)
-    refuse_inside(output, root)
+    refuse_inside(output, source_folders(source, root))
     names = output_names(keys, root)
     mask = None
     if options.per_image and reading.mask is not None:
@@ -133,11 +152,15 @@ def apply_normalization(
     os.makedirs(output, exist_ok=True)
     manifest = _open_manifest(output, settings, root)
     _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
-    done = frozenset(index for index, name in enumerate(names) if name in manifest["files"])
-    work = WriteNormalized(items, transform, reading, [os.path.join(output, name) for name in names], on_error, done)
+    targets = [os.path.join(output, name) for name in names]
+    # Every output file is complete (written atomically) and was made with these settings (the
+    # manifest says so before the first one is written): whatever exists is done, whenever the
+    # earlier run was killed.
+    done = frozenset(index for index, target in enumerate(targets) if os.path.exists(target))
+    work = WriteNormalized(items, transform, reading, targets, on_error, done)
     report = ApplyReport(output=output)
     for (written, resumed, skipped), size in map_chunks(work, list(chunk_ranges(len(items), workers)), workers):
-        for index in written:
+        for index in written + resumed:
             manifest["files"][names[index]] = display_path(os.path.relpath(os.path.abspath(keys[index]), root))
         report.written += len(written)
         report.resumed += len(resumed)
@@ -157,17 +180,31 @@ def _open_manifest(output: str, settings: dict, root: str) -> dict:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as file:
             manifest = json.load(file)
-        earlier = {key: manifest.get(key) for key in settings}
-        if manifest.get("schema") != SCHEMA or earlier != settings:
-            raise ImagenormError(
-                f"{display_path(output)} holds a copy made with other settings ({manifest.get('description')}, "
-                f"stats {manifest.get('stats_file')}); choose another output folder"
-            )
+        if manifest.get("schema") != SCHEMA:
+            raise ImagenormError(f"{display_path(output)}: {MANIFEST} is not an imagenorm apply manifest")
+        differ = [key for key in settings if manifest.get(key) != settings[key]]
+        if differ == ["stats_sha256"]:
+            raise ImagenormError(f"{display_path(output)} was made with another version of the stats file "
+                                 f"{settings['stats_file']} (its content changed); choose another output folder")
+        if differ:
+            what = ", ".join(f"{key} {manifest.get(key)!r} there, {settings[key]!r} now" for key in differ
+                             if key not in ("description", "stats_sha256"))
+            raise ImagenormError(f"{display_path(output)} holds a copy made with other settings ({what}); "
+                                 "choose another output folder")
+        _remove_temporary_files(output)
         return manifest
     if os.listdir(output):
         raise ImagenormError(f"{display_path(output)} is not empty and holds no imagenorm manifest; choose an empty folder")
     return {"schema": SCHEMA, "created_by": f"imagenorm {__version__}", **settings,
             "source_root": display_path(root), "files": {}}
+
+
+def _remove_temporary_files(output: str) -> None:
+    """The half-written files of a killed run (the atomic writes' temporaries)."""
+    for folder, _, names in os.walk(output):
+        for name in names:
+            if name.startswith(".imagenorm-") and name.endswith(".tmp"):
+                os.unlink(os.path.join(folder, name))
 
 
 def _save_atomic(target: str, array: np.ndarray) -> None:

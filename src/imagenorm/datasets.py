@@ -18,7 +18,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from .errors import ImagenormError, display_path
 from .options import OptionConflictError, OptionError, ReadOptions, check_choice
 from .readers import read_image
-from .sources import PathSource, find_images
+from .sources import PathSource, find_images, is_hidden
 
 if TYPE_CHECKING:
     from .stats import DatasetStats
@@ -42,12 +42,23 @@ class ImageFolderDataset(Dataset):
     PNG stays ``torch.uint16``, a float TIFF ``torch.float32``. Given the statistics, the
     files are read exactly as they were measured (same alpha, conversion, DICOM values, ...).
 
+    Classes follow torchvision's ``ImageFolder``: each sub-folder of ``root`` is a class,
+    numbered in sorted name order, whether or not it holds images, so that a training and a
+    validation folder with the same sub-folders get the same labels. Hidden files and
+    folders (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are skipped: never read,
+    never a class.
+
     Args:
         root: a folder, glob, list of paths or ``.txt`` list (see ``imagenorm stats``).
         labels: ``True``: the first sub-folder under ``root`` names the class, as in
             torchvision's ``ImageFolder`` (items are ``(image, label)``); ``False``: items
             are images; ``None`` (default): labels when ``root`` is a folder whose images
-            all lie in sub-folders.
+            all lie in sub-folders, or when ``class_to_idx`` is given.
+        class_to_idx: the label of each class, e.g. the training set's ``class_to_idx``
+            for its validation set; every class folder under ``root`` must be in it.
+            ``None`` (default): the sorted class folders, numbered from 0.
+        allow_empty: keep a class whose folder holds no image (or, with ``class_to_idx``,
+            has no folder) instead of refusing it.
         transform: applied to each image tensor (e.g. a :class:`~imagenorm.Standardize`).
         stats: the :class:`~imagenorm.DatasetStats` the images will be normalized with;
             the read options default to ``stats.read_options``.
@@ -61,10 +72,16 @@ class ImageFolderDataset(Dataset):
     Raises:
         OptionConflictError: an option given here differs from the one ``stats`` was
             measured with (or from ``read_options``); the message names both values.
+        OptionError: ``class_to_idx`` is not a mapping of names to distinct labels, or
+            ``allow_empty`` is not a bool.
+        ImagenormError: a class folder holds no image (without ``allow_empty``), or is
+            missing from ``class_to_idx``.
 
     Attributes:
-        paths: the image paths, in order. classes: sorted class names. targets: labels.
-        read_options: how every file is read.
+        paths: the image paths, in order. classes: class names in label order.
+        class_to_idx: the label of each class name. targets: labels (None: no labels).
+        hidden: how many hidden files and folders were skipped. read_options: how every
+        file is read.
 
     Example:
         >>> import imagenorm
@@ -79,6 +96,8 @@ class ImageFolderDataset(Dataset):
         root: PathSource,
         *,
         labels: bool | None = None,
+        class_to_idx: Mapping[str, int] | None = None,
+        allow_empty: bool = False,
         transform: Callable[[torch.Tensor], Any] | None = None,
         stats: DatasetStats | None = None,
         read_options: ReadOptions | None = None,
@@ -92,25 +111,43 @@ class ImageFolderDataset(Dataset):
         given = dict(max_pixels=max_pixels, alpha=alpha, convert=convert, dicom_values=dicom_values,
                      monochrome1=monochrome1, nifti_4d=nifti_4d)
         self.read_options = resolve_read_options(stats, read_options, **given)
-        self.paths = find_images(root).paths
+        mapping = _checked_class_to_idx(class_to_idx, labels, allow_empty)
+        found = find_images(root)
+        self.paths, self.hidden = found.paths, found.hidden
         self.transform = transform
         folder = os.fspath(root) if isinstance(root, (str, os.PathLike)) and os.path.isdir(root) else None
-        self.classes, self.targets = self._labels(folder, labels)
+        wanted = labels if labels is not None else (True if mapping is not None else None)
+        self.class_to_idx, self.targets = self._labels(folder, wanted, mapping, allow_empty)
+        self.classes = sorted(self.class_to_idx, key=self.class_to_idx.__getitem__)
 
-    def _labels(self, folder: str | None, labels: bool | None) -> tuple[list[str], list[int] | None]:
+    def _labels(self, folder: str | None, labels: bool | None, mapping: dict[str, int] | None,
+                allow_empty: bool) -> tuple[dict[str, int], list[int] | None]:
+        """(class_to_idx, targets), or ({}, None) without labels."""
         if labels is False or (labels is None and folder is None):
-            return [], None
+            return {}, None
         if folder is None:
-            raise ImagenormError("labels=True needs a folder whose sub-folders name the classes")
+            given = "class_to_idx=" if mapping is not None else "labels=True"
+            raise ImagenormError(f"{given} needs a folder whose sub-folders name the classes")
         names = [os.path.relpath(path, folder).split(os.sep)[0] for path in self.paths]
         loose = [path for path, name in zip(self.paths, names) if name == os.path.basename(path)]
         if loose:
             if labels:
                 raise ImagenormError(f"{display_path(loose[0])}: not inside a class sub-folder of {display_path(folder)}")
-            return [], None
-        classes = sorted(set(names))
-        index = {name: i for i, name in enumerate(classes)}
-        return classes, [index[name] for name in names]
+            return {}, None
+        folders = class_folders(folder)
+        if mapping is None:
+            mapping = {name: index for index, name in enumerate(folders)}
+        unknown = [name for name in folders if name not in mapping]
+        if unknown:
+            raise ImagenormError(f"{display_path(folder)}: class folder(s) {', '.join(map(repr, unknown))} "
+                                 "not in class_to_idx")
+        empty = sorted(set(mapping) - set(names))
+        if empty and not allow_empty:
+            raise ImagenormError(
+                f"{display_path(folder)}: no images for class(es) {', '.join(map(repr, empty))} (an empty or missing "
+                "folder); pass allow_empty=True to keep every label as it is, or remove the folder"
+            )
+        return dict(mapping), [mapping[name] for name in names]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -127,6 +164,29 @@ class ImageFolderDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image if self.targets is None else (image, self.targets[index])
+
+
+def class_folders(folder: str) -> list[str]:
+    """The class names under ``folder``: its sub-folders that are not hidden, sorted."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not is_hidden(entry.name))
+
+
+def _checked_class_to_idx(class_to_idx: Any, labels: bool | None, allow_empty: Any) -> dict[str, int] | None:
+    """``class_to_idx`` as a dict, validated: names to distinct non-negative integer labels."""
+    if not isinstance(allow_empty, bool):
+        raise OptionError(f"allow_empty must be True or False, got {allow_empty!r}")
+    if class_to_idx is None:
+        return None
+    if labels is False:
+        raise OptionError("class_to_idx= gives labels, but labels=False was given")
+    if not isinstance(class_to_idx, Mapping) or not class_to_idx:
+        raise OptionError(f"class_to_idx must be a non-empty mapping of class names to labels, got {class_to_idx!r}")
+    for name, label in class_to_idx.items():
+        if not isinstance(name, str) or isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise OptionError(f"class_to_idx maps {name!r} to {label!r}; expected class names to non-negative integers")
+    if len(set(class_to_idx.values())) < len(class_to_idx):
+        raise OptionError(f"class_to_idx gives two classes the same label: {dict(class_to_idx)!r}")
+    return dict(class_to_idx)
 
 
 def resolve_read_options(

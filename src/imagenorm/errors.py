@@ -29,6 +29,10 @@ class InputError(ImagenormError, ValueError):
     """A tensor or array does not fit what a function takes (shape, channels, dtype, mask)."""
 
 
+class OutputError(ImagenormError):
+    """An output path cannot be written (missing folder, a folder, a FIFO, no permission)."""
+
+
 class StatsFileError(ImagenormError):
     """A stats file is missing, malformed or of another schema."""
 

@@ -7,9 +7,17 @@ Every dataset-level method is an affine map per channel, ``y = x * scale[c] + sh
 - :func:`min_max_scale`: ``[low, high] -> out_range``
 - :func:`percentile_scale`: ``[p_low, p_high] -> out_range``, clipped by default
 
-Units: statistics are in raw pixel units. Integer input is raw units (a dtype other than
-the statistics' is rescaled through the [0, 1] scale: raw / dtype max); float input is the
+Units: statistics are in raw pixel units. Integer input is raw units (integer input of
+another dtype than the statistics were measured on is refused); float (and bool) input is the
 [0, 1] scale (raw / ``value_scale``) unless ``input_scale`` says it is raw / ``input_scale``.
+Where the [0, 1] scale is only assumed (float input, no ``input_scale``, ``value_scale`` other
+than 1), input that cannot be in it is refused (:func:`check_input_scale`): a float tensor in
+HU or in 0-255 given to a transform of integer statistics would otherwise be read as
+thousands of times too bright.
+
+Accuracy does not depend on memory layout or device: every path computes in float64 where
+a float32 ``x * scale + shift`` would cancel digits (see :mod:`imagenorm.fused`). Empty
+tensors give empty outputs of the same shape.
 
 Per-image statistics (``per_image=True``) are computed for each item of a batch (and each
 channel, unless ``channel_wise=False``), optionally over a ``mask``: ``"nonzero"``, a boolean
@@ -55,6 +63,7 @@ __all__ = [
     "percentile_scale",
     "affine",
     "input_factor",
+    "check_input_scale",
     "channel_axis",
     "image_statistics",
 ]
@@ -65,7 +74,8 @@ def channel_axis(x: torch.Tensor, spatial_dims: int = 2) -> int | None:
     """The channel axis of ``x`` under the tensor conventions, or None when it has none.
 
     Raises:
-        ValueError: the shape fits none of the layouts.
+        InputError: the shape fits none of the layouts.
+        OptionError: ``spatial_dims`` is not 2 or 3.
     """
     if x.ndim == 5:
         return 1
@@ -101,9 +111,11 @@ def input_factor(
 
     Raises:
         InputDtypeError: integer input of another dtype than the statistics were measured on.
+        InputError: input that holds no pixel values (complex).
     """
-    if dtype.is_floating_point:
+    if dtype.is_floating_point or dtype == torch.bool:  # bool: False/True are 0 and 1 of the [0, 1] scale
         return float(input_scale if input_scale is not None else value_scale)
+    _check_dtype(dtype)
     name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
     measured = (stats_dtype,) if isinstance(stats_dtype, str) else tuple(stats_dtype or ())
     if name in measured:  # raw units
@@ -117,8 +129,75 @@ def input_factor(
     return float(value_scale) / top
 
 
-class InputDtypeError(ImagenormError, ValueError):
+class InputDtypeError(InputError):
     """Integer input of a dtype whose raw values are not the statistics' units."""
+
+
+class DegenerateStatisticsError(ImagenormError, ValueError):
+    """A zero std or range, or a non-finite statistic, where a transform needs a scale."""
+
+
+def _check_dtype(dtype: torch.dtype) -> None:
+    if dtype.is_complex:
+        raise InputError(f"Expected a tensor of pixel values (integer, bool or float), got {dtype}")
+
+
+#: Float input assumed to be in the [0, 1] scale must lie within +-1.5 (signed data reach -1).
+UNIT_SCALE_LIMIT = 1.5
+
+
+def check_input_scale(
+    x: torch.Tensor, value_scale: float = 1.0, input_scale: float | None = None,
+    stats_dtype: str | Sequence[str] | None = None,
+) -> None:
+    """Refuse float input that cannot be in the [0, 1] scale it is assumed to be in.
+
+    Checked only where the scale is assumed: float input, no ``input_scale``, and statistics
+    with ``value_scale`` other than 1 (integer statistics). The [0, 1] scale is raw /
+    ``value_scale``: within [0, 1] for unsigned data and [-1, 1] for signed data, so a value
+    beyond +-1.5 means the input is in other units (raw 0-255, HU, ...). The check reads a
+    regular sample of the input (every k-th index on each axis: at most 64 x 64 positions per
+    plane and 4 indices on each other axis), the same elements whatever the memory layout or
+    device, so it costs nearly nothing; data in other units have nearly every value far
+    outside. Non-finite values are ignored. Skipped inside ``torch.compile``. Passing
+    ``input_scale`` (``value_scale`` itself for the [0, 1] scale, 1 for raw values) states the
+    units and skips the check.
+
+    Raises:
+        InputError: naming the value reached, the assumed scale and ``input_scale=``.
+
+    Example:
+        >>> import torch
+        >>> check_input_scale(torch.tensor([[0.0, 0.5, 1.0]]), value_scale=255.0)  # the [0, 1] scale
+        >>> check_input_scale(torch.tensor([[0.0, 128.0, 255.0]]), value_scale=255.0)
+        Traceback (most recent call last):
+        ...
+        imagenorm.errors.InputError: float input reaches 255; transforms with value_scale=255 take float input in the [0, 1] scale (raw / 255); pass input_scale=1 for raw values
+    """
+    if not x.dtype.is_floating_point or input_scale is not None or value_scale == 1.0 or x.numel() == 0:
+        return
+    if torch.compiler.is_compiling():
+        return
+    values = _regular_sample(x.detach()).flatten()
+    magnitude = torch.where(torch.isfinite(values), values.abs(), torch.zeros((), dtype=values.dtype, device=values.device))
+    reach = float(values[magnitude.argmax()])  # the one value that crosses to the host
+    if not math.isfinite(reach) or abs(reach) <= UNIT_SCALE_LIMIT:
+        return
+    measured = (stats_dtype,) if isinstance(stats_dtype, str) else tuple(stats_dtype or ())
+    built = f"transforms built from {' and '.join(measured)} statistics" if measured else f"transforms with value_scale={value_scale:g}"
+    raise InputError(
+        f"float input reaches {reach:.6g}; {built} take float input in the [0, 1] scale "
+        f"(raw / {value_scale:.10g}); pass input_scale=1 for raw values"
+    )
+
+
+def _regular_sample(x: torch.Tensor) -> torch.Tensor:
+    """A strided view of ``x``: every k-th index per axis, at most 64 on the last two axes and 4 on others."""
+    steps = []
+    for position, size in enumerate(x.shape):
+        cap = 64 if position >= x.ndim - 2 else 4
+        steps.append(slice(None, None, max(1, -(-size // cap))))
+    return x[tuple(steps)]
 
 
 _INTEGERS = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.int64, torch.uint32)
@@ -128,11 +207,56 @@ _KERNEL_INPUTS = {getattr(torch, name) for name in fused.KERNEL_INPUTS}
 _KERNEL_OUTPUTS = {getattr(torch, name) for name in fused.KERNEL_OUTPUTS}
 
 
-def _as_float64(values: Numbers, name: str) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64))
-    if array.ndim != 1:
-        raise InputError(f"{name} must be one number per channel, got shape {array.shape}")
+def _as_float64(values: Numbers | None, name: str) -> np.ndarray:
+    """One float64 number per channel (or one for all).
+
+    Raises:
+        OptionError: missing, not numbers, or not one-dimensional.
+    """
+    if values is None:
+        raise OptionError(f"{name} is missing: give one number per channel (or one for all), or per_image=True")
+    try:
+        array = np.atleast_1d(np.asarray(
+            values.detach().cpu().double() if isinstance(values, torch.Tensor) else values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be numbers, one per channel, got {values!r}") from None
+    if array.ndim != 1 or array.size == 0:
+        raise OptionError(f"{name} must be one number per channel, got shape {array.shape}")
     return array
+
+
+def channel_parameters(first: Numbers | None, second: Numbers | None, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-channel parameters (mean and std, low and high) as float64, of one length (or one of them 1).
+
+    Raises:
+        OptionError: either is missing or not numbers, or their lengths differ.
+    """
+    a, b = _as_float64(first, names[0]), _as_float64(second, names[1])
+    if a.size != b.size and 1 not in (a.size, b.size):
+        raise OptionError(f"{names[0]} has {a.size} values and {names[1]} {b.size}: give one per channel (or one for all)")
+    return a, b
+
+
+def check_finite(values: np.ndarray, names, what: str, source: str) -> None:
+    """Raise for a non-finite statistic, naming the channel."""
+    for name, value in zip(names, values):
+        if not math.isfinite(value):
+            raise DegenerateStatisticsError(f"channel {name} of {source} has a non-finite {what} ({value})")
+
+
+def check_spread(values: np.ndarray, names, what: str, source: str, eps: float | None) -> None:
+    """Raise for a non-finite spread (std or range), or a zero one when no eps is given."""
+    check_finite(values, names, what, source)
+    for name, value in zip(names, values):
+        if value <= 0 and eps is None:
+            raise DegenerateStatisticsError(
+                f"channel {name} of {source} has {what} {value:g}: every pixel has the same value; "
+                "pass eps= to use a floor instead"
+            )
+
+
+def _indices(values: np.ndarray) -> list[str]:
+    return [str(i) for i in range(values.size)]
 
 
 # --- the affine pass -------------------------------------------------------------
@@ -153,12 +277,17 @@ def affine(
     parameters, a ``(B, C)`` array for a batch. The input is never modified unless
     ``inplace=True`` (float input of ``dtype`` only); ``out`` receives the result.
 
+    Arithmetic is float64 where float32 would cancel digits (:func:`arithmetic_dtype`), on the
+    compiled CPU kernel and on the torch path alike, so that the result does not depend on
+    the input's strides or device.
+
     Shape:
         Input and output: ``(*, C, H, W)`` or as :func:`channel_axis` describes; the output
-        keeps the input's shape, device and memory format.
+        keeps the input's shape, device and memory format. An empty input gives an empty output.
     """
-    if not dtype.is_floating_point:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise OptionError(f"the output dtype must be a float dtype, got {dtype}")
+    _check_dtype(x.dtype)
     axis = channel_axis(x, spatial_dims)
     channels = _channels(x, axis)
     scale = np.asarray(scale, np.float64)
@@ -166,6 +295,9 @@ def affine(
     per_item = scale.ndim == 2
     if not per_item and scale.size not in (1, channels):
         raise InputError(f"Expected {scale.size} channel(s), got a tensor of shape {tuple(x.shape)} with {channels}")
+    if x.numel() == 0:
+        result = _output(x, out, dtype, inplace)
+        return result.as_subclass(type(x)) if type(x) is not torch.Tensor and out is None and not inplace else result
     fast = _fused_path(x, dtype, axis, per_item)
     if out is None and not inplace and not fast:
         result = _torch_affine(x, axis, scale, shift, clip, dtype).to(dtype)  # autograd, GPU, compile
@@ -232,16 +364,29 @@ def _channels_last(t: torch.Tensor) -> bool:
     return False
 
 
+def arithmetic_dtype(shift: np.ndarray, dtype: torch.dtype, device: torch.device | None = None) -> torch.dtype:
+    """float32 where :func:`imagenorm.fused.float32_is_exact_enough` allows it (every ``|shift| <= 8``)
+    and the output is no wider, else float64: the rule of the compiled kernel, for every path.
+
+    Apple's MPS has no float64; there float32 is all there is.
+    """
+    if dtype == torch.float64:
+        return torch.float64
+    if device is not None and device.type == "mps":
+        return torch.float32
+    return torch.float32 if fused.float32_is_exact_enough(np.asarray(shift).reshape(-1), np.dtype(np.float32)) else torch.float64
+
+
 def _torch_affine(x, axis, scale, shift, clip, dtype) -> torch.Tensor:
-    """The same map with torch operations (any device, autograd, torch.compile)."""
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    """The same map with torch operations (any device, any strides, autograd, torch.compile)."""
+    compute = arithmetic_dtype(shift, dtype, x.device)
     if scale.ndim == 2:  # (B, C): broadcast over the batch and channel axes
         shape = [1] * x.ndim
         shape[0], shape[axis] = scale.shape[0], scale.shape[1]
     else:
         shape = _broadcast_shape(x, axis) if scale.size > 1 else (1,) * x.ndim
-    scale_t = torch.as_tensor(scale, dtype=compute, device=x.device).reshape(shape)
-    shift_t = torch.as_tensor(shift, dtype=compute, device=x.device).reshape(shape)
+    scale_t = torch.as_tensor(np.array(scale), dtype=compute, device=x.device).reshape(shape)  # a copy: views may be read-only
+    shift_t = torch.as_tensor(np.array(shift), dtype=compute, device=x.device).reshape(shape)
     mapped = torch.addcmul(shift_t, x.to(compute), scale_t)
     if clip is not None:
         mapped = mapped.clamp(min(clip), max(clip))
@@ -260,8 +405,9 @@ def image_statistics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per item (and channel) ``(mean, std)``, ``(min, max)`` or percentiles ``q``, as ``(B, C)`` float64.
 
-    Only finite values inside ``mask`` count. An item with none gives NaN.
+    Only finite values inside ``mask`` count. An item with none (or no pixels) gives NaN.
     """
+    _check_dtype(x.dtype)
     axis = channel_axis(x, spatial_dims)
     values, valid = _flat_items(x, axis, channel_wise, _resolve_mask(mask, x))
     if kind == "moments":
@@ -273,6 +419,9 @@ def image_statistics(
         std = torch.sqrt((centered * centered).sum(-1) / count)
         return mean.cpu().numpy(), std.cpu().numpy()
     if kind == "range":
+        if values.shape[-1] == 0:  # no pixels: amin/amax have nothing to reduce
+            empty = np.full(values.shape[:2], np.nan)
+            return empty, empty.copy()
         infinity = torch.tensor(math.inf, dtype=torch.float64, device=x.device)
         low = torch.where(valid, values, infinity).amin(-1)
         high = torch.where(valid, values, -infinity).amax(-1)
@@ -305,10 +454,11 @@ def _flat_items(x: torch.Tensor, axis: int | None, channel_wise: bool, mask: tor
     batched = x.ndim == 5 or (axis == 1)
     items = x.shape[0] if batched else 1
     groups = _channels(x, axis) if channel_wise else 1
-    values = x.to(torch.float64).reshape(items, groups, -1)
+    per_group = math.prod(x.shape[1 if batched else 0 :]) // groups if groups else 0  # explicit: -1 fails on empty tensors
+    values = x.to(torch.float64).reshape(items, groups, per_group)
     valid = torch.isfinite(values) if x.dtype.is_floating_point else torch.ones_like(values, dtype=torch.bool)
     if mask is not None:
-        valid &= mask.reshape(items, groups, -1)
+        valid &= mask.reshape(items, groups, per_group)
     return values, valid
 
 
@@ -332,6 +482,72 @@ def _linear_quantile(ordered: torch.Tensor, percent: float) -> float:
     above = min(below + 1, ordered.numel() - 1)
     a, b = float(ordered[below]), float(ordered[above])
     return a + (b - a) * (position - below)
+
+
+# --- options, checked where they enter ---------------------------------------------
+def check_options(
+    *, eps: float | None = None, value_scale: float = 1.0, input_scale: float | None = None,
+    out_range: tuple[float, float] | None = None, mask: Mask = None, per_image: bool = True,
+) -> tuple[float, float] | None:
+    """Validate the options every method shares; returns ``out_range`` as two floats.
+
+    Raises:
+        OptionError: naming the parameter and the value.
+    """
+    if eps is not None and not _positive(eps):
+        raise OptionError(f"eps must be a positive number, got {eps!r}")
+    if not _positive(value_scale):
+        raise OptionError(f"value_scale must be a positive number, got {value_scale!r}")
+    if input_scale is not None and not _positive(input_scale):
+        raise OptionError(f"input_scale must be a positive number, got {input_scale!r}")
+    if mask is not None:
+        if not per_image:
+            raise OptionError("mask= selects the pixels of per-image statistics; pass per_image=True")
+        if isinstance(mask, str) and mask != "nonzero":
+            raise OptionError(f"mask must be 'nonzero', a boolean tensor or a callable, got {mask!r}")
+        if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
+            raise OptionError(f"a mask tensor must be boolean, got {mask.dtype}")
+        if not isinstance(mask, (str, torch.Tensor)) and not callable(mask):
+            raise OptionError(f"mask must be 'nonzero', a boolean tensor or a callable, got {type(mask).__name__}")
+    if out_range is None:
+        return None
+    try:
+        a, b = (float(v) for v in out_range)
+    except (TypeError, ValueError):
+        raise OptionError(f"out_range must be two numbers, got {out_range!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)) or a == b:
+        raise OptionError(f"out_range must be two different finite numbers, got {out_range!r}")
+    return a, b
+
+
+def _one_source(per_image: bool, first, second, names: tuple[str, str]) -> None:
+    """Dataset parameters or per-image statistics, never both (given ones would be ignored)."""
+    if per_image and (first is not None or second is not None):
+        raise OptionError(f"give {names[0]} and {names[1]}, or per_image=True, not both")
+
+
+def _positive(value) -> bool:
+    try:
+        return bool(math.isfinite(float(value)) and float(value) > 0)
+    except (TypeError, ValueError):
+        return False
+
+
+def percentile_pair(percentiles) -> tuple[float, float]:
+    """``(low, high)`` percentiles with ``0 <= low < high <= 100``.
+
+    Raises:
+        OptionError: not two numbers, reversed, or out of [0, 100].
+    """
+    try:
+        low, high = (float(q) for q in percentiles)
+    except (TypeError, ValueError):
+        raise OptionError(f"percentiles must be two numbers (low, high), got {percentiles!r}") from None
+    if low > high:
+        raise OptionError(f"percentiles are reversed: ({low:g}, {high:g}); give (low, high)")
+    if not 0 <= low < high <= 100:
+        raise OptionError(f"percentiles must satisfy 0 <= low < high <= 100, got ({low:g}, {high:g})")
+    return low, high
 
 
 # --- the three methods -----------------------------------------------------------
@@ -369,6 +585,8 @@ def standardize(
     See :class:`imagenorm.Standardize`. ``mean`` and ``std`` are in raw units (raw /
     ``value_scale`` is the [0, 1] scale); ``eps`` is a floor for std.
     """
+    check_options(eps=eps, value_scale=value_scale, input_scale=input_scale, mask=mask, per_image=per_image)
+    _one_source(per_image, mean, std, ("mean", "std"))
     if per_image:
         mean, std = image_statistics(x, "moments", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims)
         if eps is not None:
@@ -378,10 +596,13 @@ def standardize(
         scale = np.nan_to_num(scale, nan=0.0)
         shift = -np.nan_to_num(mean, nan=0.0) * scale
         return affine(x, _items(scale, x, spatial_dims), _items(shift, x, spatial_dims), spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
-    mean, std = _as_float64(mean, "mean"), _as_float64(std, "std")
+    mean, std = channel_parameters(mean, std, ("mean", "std"))
+    check_finite(mean, _indices(mean), "mean", "the given mean")
+    check_spread(std, _indices(std), "std", "the given std", eps)
     if eps is not None:
         std = np.maximum(std, eps)
     factor = input_factor(x.dtype, value_scale, input_scale, stats_dtype)
+    check_input_scale(x, value_scale, input_scale, stats_dtype)
     return affine(x, factor / std, -mean / std, spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
 
 
@@ -408,6 +629,9 @@ def min_max_scale(
 
     See :class:`imagenorm.MinMaxScale`.
     """
+    out_range = check_options(eps=eps, value_scale=value_scale, input_scale=input_scale, out_range=out_range,
+                              mask=mask, per_image=per_image)
+    _one_source(per_image, low, high, ("low", "high"))
     if per_image:
         low, high = image_statistics(x, "range", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims)
     return _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,
@@ -438,8 +662,10 @@ def percentile_scale(
 
     See :class:`imagenorm.PercentileScale`.
     """
-    if not 0 <= q[0] < q[1] <= 100:
-        raise OptionError(f"percentiles must satisfy 0 <= low < high <= 100, got {q}")
+    q = percentile_pair(q)
+    out_range = check_options(eps=eps, value_scale=value_scale, input_scale=input_scale, out_range=out_range,
+                              mask=mask, per_image=per_image)
+    _one_source(per_image, low, high, ("low", "high"))
     if per_image:
         low, high = image_statistics(x, "percentiles", channel_wise=channel_wise, mask=mask, spatial_dims=spatial_dims, q=q)
     return _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, input_scale, stats_dtype,
@@ -453,8 +679,11 @@ def _scale_range(x, low, high, per_image, out_range, clip, eps, value_scale, inp
         scale, shift = _range_map(low, high, out_range, eps)
         scale, shift = _items(scale, x, spatial_dims), _items(shift, x, spatial_dims)
     else:
+        low, high = channel_parameters(low, high, ("low", "high"))
+        check_spread(high - low, _indices(high - low), "range (high - low)", "the given range", eps)
         factor = input_factor(x.dtype, value_scale, input_scale, stats_dtype)
-        scale, shift = _range_map(_as_float64(low, "low"), _as_float64(high, "high"), out_range, eps, factor)
+        check_input_scale(x, value_scale, input_scale, stats_dtype)
+        scale, shift = _range_map(low, high, out_range, eps, factor)
     bounds = (min(out_range), max(out_range)) if clip else None
     return affine(x, scale, shift, clip=bounds, spatial_dims=spatial_dims, dtype=dtype, out=out, inplace=inplace)
 

@@ -97,7 +97,7 @@ def read_options_for(stats: DatasetStats | None, read_options: ReadOptions | Non
         given = {**read_options.describe_changes(), **{k: v for k, v in given.items() if v is not None}}
     if stats is None:
         return ReadOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
-    return stats.read_options.with_given(stats.source or "the statistics", **given)
+    return stats.reading(**given)
 
 
 def normalize_pixels(transform: nn.Module, pixels: np.ndarray) -> np.ndarray:

@@ -126,7 +126,9 @@ class ReadOptions:
         if not isinstance(self.dicom_series, bool):
             raise OptionError(f"dicom_series must be True or False, got {self.dicom_series!r}")
         if self.mask is not None:
-            parse_mask(self.mask)
+            kind, comparison, value = parse_mask(self.mask)
+            if kind == "threshold":  # one spelling per mask: "threshold: > -500.0" is "threshold:>-500"
+                object.__setattr__(self, "mask", f"threshold:{comparison}{value:g}")
         if self.mask_dir is not None:
             object.__setattr__(self, "mask_dir", os.path.abspath(os.fspath(self.mask_dir)))
             if self.mask is not None:
@@ -156,22 +158,27 @@ class ReadOptions:
         default = ReadOptions()
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
-    def with_given(self, source: str = "the statistics", **given: Any) -> "ReadOptions":
+    def with_given(self, source: str = "the statistics", *, recorded_as: str = "was measured with",
+                   **given: Any) -> "ReadOptions":
         """These options (as recorded), with explicitly given ones that agree.
 
         ``None`` means "not given". A given value that differs from the recorded one is
-        refused: reading otherwise than the statistics were measured gives wrong units.
+        refused: reading otherwise than the statistics were measured gives wrong units. The
+        one exception is ``mask_dir`` where a mask folder was recorded: another dataset
+        (a test set) brings its own mask files of the same kind.
 
         Raises:
             OptionConflictError: naming the option and both values.
         """
         given = {key: value for key, value in given.items() if value is not None}
         wanted = ReadOptions.from_keywords(**{**self.to_dict(), **given})
-        for key, value in given.items():
+        for key in given:
             recorded = getattr(self, key)
+            if key == "mask_dir" and recorded is not None:
+                continue
             if getattr(wanted, key) != recorded:
                 raise OptionConflictError(
-                    f"{key}={getattr(wanted, key)!r} was given, but {display_path(source)} was measured with "
+                    f"{key}={getattr(wanted, key)!r} was given, but {display_path(source)} {recorded_as} "
                     f"{key}={recorded!r}; omit it to read as measured"
                 )
         return wanted

@@ -2,16 +2,23 @@
 
 A source is an image file, a folder (searched recursively in sorted order, following
 links but never the same folder twice), a glob pattern, a ``.txt`` file listing one
-path per line, or a list of any of these.
+path per line (UTF-8, a byte-order mark ignored; lists may name lists, never
+themselves), or a list of any of these.
+
+Hidden files and folders below a named folder (names starting with ``.``: macOS
+``._name.png`` and ``.DS_Store``, ``.ipynb_checkpoints/``, ``.git/``) are skipped unread
+and counted, each once. A named folder, glob or list that yields no image is an error
+naming it, even next to others that do; a named file that is not an image is counted
+as ignored (as the files of a shell-expanded ``data/*`` are).
 
 Example:
     >>> import os, tempfile
     >>> root = tempfile.mkdtemp()
-    >>> for name in ("b.png", "a.png", "notes.md"):
+    >>> for name in ("b.png", "a.png", "notes.md", "._a.png"):
     ...     open(os.path.join(root, name), "wb").close()
     >>> found = find_images(root)
-    >>> [os.path.basename(p) for p in found.paths], found.ignored
-    (['a.png', 'b.png'], 1)
+    >>> [os.path.basename(p) for p in found.paths], found.ignored, found.hidden
+    (['a.png', 'b.png'], 1, 1)
 """
 
 from __future__ import annotations
@@ -19,50 +26,148 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 from .errors import EmptyDatasetError, ImagenormError, display_path
 from .readers import is_image_path
 
 PathSource = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 _GLOB_CHARACTERS = set("*?[")
+_Identity = tuple
 
 
 @dataclass
 class FoundImages:
-    """Image paths in order, and how many files were passed over as not images."""
+    """Image paths in order; how many files were passed over as not images, and how many
+    hidden files and folders were skipped unread."""
 
     paths: list[str] = field(default_factory=list)
     ignored: int = 0
+    hidden: int = 0
 
 
 def find_images(source: PathSource) -> FoundImages:
     """Resolve ``source`` to image paths, each once, in a stable order.
 
     Raises:
-        ImagenormError: a named path does not exist.
-        EmptyDatasetError: no image was found.
+        ImagenormError: a named path does not exist, or a list includes itself.
+        EmptyDatasetError: a named folder, glob or list holds no image, or none was found.
     """
-    found = FoundImages()
-    seen: set[tuple[int, int]] = set()
-    for item in _as_list(source):
-        for path, is_image in _expand(os.fspath(item)):
-            if not is_image:
-                found.ignored += 1
-                continue
-            key = _file_identity(path)
-            if key in seen:
-                continue
-            if key is not None:  # a missing file is kept, each time: its reader reports it
-                seen.add(key)
-            found.paths.append(path)
-    if not found.paths:
-        names = ", ".join(display_path(os.fspath(s)) for s in _as_list(source))
-        raise EmptyDatasetError(f"no images found under {names}")
-    return found
+    named = [os.fspath(item) for item in _as_list(source)]
+    finder = _Finder()
+    for item in named:
+        finder.add(item)
+    if not finder.found.paths:
+        raise EmptyDatasetError(f"no images found under {', '.join(map(display_path, named)) or 'no path'}")
+    return finder.found
 
 
-def _file_identity(path: str) -> tuple[int, int] | None:
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (starts with ``.``)."""
+    return name.startswith(".")
+
+
+class _Finder:
+    """Collects image paths from named items, each file once, counting what it passes over."""
+
+    def __init__(self) -> None:
+        self.found = FoundImages()
+        self.matched = 0  # images met (duplicates included), to tell which named item met none
+        self.images: set[_Identity] = set()
+        self.passed_over: set[_Identity] = set()
+        self.open_lists: list[tuple[_Identity, str]] = []
+
+    def add(self, item: str, listed_in: str | None = None) -> None:
+        """Expand one named item; a folder, glob or list that yields no image is an error."""
+        before, hidden = self.matched, self.found.hidden
+        if os.path.isdir(item):
+            self.walk(item)
+        elif os.path.isfile(item) and item.lower().endswith(".txt"):
+            self.read_list(item)
+        elif os.path.exists(item) or os.path.islink(item):
+            self.file(item)
+            return
+        elif _GLOB_CHARACTERS & set(item):
+            for match in sorted(glob.glob(item, recursive=True)):
+                if os.path.isdir(match):
+                    self.walk(match)
+                else:
+                    self.file(match)
+        else:
+            raise ImagenormError(f"{display_path(item)}: no such file or folder")
+        if self.matched == before:
+            raise EmptyDatasetError(_nothing_found(item, listed_in, self.found.hidden - hidden))
+
+    def file(self, path: str) -> None:
+        if not is_image_path(path):
+            self.found.ignored += self.first_time(path)
+            return
+        self.matched += 1
+        key = _file_identity(path)
+        if key in self.images:
+            return
+        if key is not None:  # a missing file is kept, each time: its reader reports it
+            self.images.add(key)
+        self.found.paths.append(path)
+
+    def walk(self, root: str) -> None:
+        """Files below ``root`` in sorted order; each folder entered once (symlink loops end)."""
+        visited: set[_Identity] = set()
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in visited:
+                subfolders[:] = []
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            for name in [name for name in subfolders if is_hidden(name)]:
+                subfolders.remove(name)
+                self.found.hidden += self.first_time(os.path.join(folder, name))
+            subfolders.sort()
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                if is_hidden(name):
+                    self.found.hidden += self.first_time(path)
+                else:
+                    self.file(path)
+
+    def read_list(self, list_file: str) -> None:
+        """Paths listed one per line (blank lines and ``#`` comments skipped), relative to the list."""
+        key = _file_identity(list_file)
+        chain = [name for identity, name in self.open_lists] + [list_file]
+        if any(identity == key for identity, _ in self.open_lists):
+            raise ImagenormError(f"{display_path(list_file)}: the list includes itself "
+                                 f"({' -> '.join(map(display_path, chain))})")
+        base = os.path.dirname(os.path.abspath(list_file))
+        self.open_lists.append((key, list_file))
+        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as file:
+            for line in file:
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                path = os.path.join(base, entry)
+                if os.path.exists(path) or _GLOB_CHARACTERS & set(entry):
+                    self.add(path, listed_in=list_file)
+                else:  # reported by the reader, so that on_error="skip" can list it
+                    self.matched += 1
+                    self.found.paths.append(path)
+        self.open_lists.pop()
+
+    def first_time(self, path: str) -> int:
+        """1 the first time a passed-over file or folder is met (by identity), else 0."""
+        key = _file_identity(path) or os.path.abspath(path)
+        if key in self.passed_over:
+            return 0
+        self.passed_over.add(key)
+        return 1
+
+
+def _nothing_found(item: str, listed_in: str | None, hidden: int) -> str:
+    where = f" (listed in {display_path(listed_in)})" if listed_in else ""
+    skipped = f"; {hidden} hidden file(s) or folder(s) skipped (names starting with '.')" if hidden else ""
+    return f"no images found under {display_path(item)}{where}{skipped}"
+
+
+def _file_identity(path: str) -> _Identity | None:
     """(device, inode): the same file reached by two paths or links has one identity."""
     try:
         info = os.stat(path)
@@ -75,54 +180,6 @@ def _as_list(source: PathSource) -> list:
     if isinstance(source, (str, bytes, os.PathLike)):
         return [source]
     return list(source)
-
-
-def _expand(item: str) -> Iterable[tuple[str, bool]]:
-    """Yield (path, is_image) for one named item."""
-    if os.path.isdir(item):
-        yield from _walk(item)
-    elif os.path.isfile(item) and item.lower().endswith(".txt"):
-        yield from _read_list(item)
-    elif os.path.exists(item) or os.path.islink(item):
-        yield item, is_image_path(item)
-    elif _GLOB_CHARACTERS & set(item):
-        for match in sorted(glob.glob(item, recursive=True)):
-            if os.path.isdir(match):
-                yield from _walk(match)
-            else:
-                yield match, is_image_path(match)
-    else:
-        raise ImagenormError(f"{display_path(item)}: no such file or folder")
-
-
-def _walk(root: str) -> Iterable[tuple[str, bool]]:
-    """Files below ``root`` in sorted order; each folder entered once (symlink loops end)."""
-    visited: set[tuple[int, int]] = set()
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in visited:
-            subfolders[:] = []
-            continue
-        visited.add((info.st_dev, info.st_ino))
-        subfolders.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            yield path, is_image_path(path)
-
-
-def _read_list(list_file: str) -> Iterable[tuple[str, bool]]:
-    """Paths listed one per line (blank lines and ``#`` comments skipped), relative to the list."""
-    base = os.path.dirname(os.path.abspath(list_file))
-    with open(list_file, encoding="utf-8", errors="surrogateescape") as file:
-        for line in file:
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            path = os.path.join(base, entry)
-            if os.path.exists(path) or _GLOB_CHARACTERS & set(entry):
-                yield from _expand(path)
-            else:  # reported by the reader, so that --on-error skip can list it
-                yield path, True
 
 
 def source_root(paths: list[str], source: PathSource) -> str:

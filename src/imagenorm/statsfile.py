@@ -44,7 +44,8 @@ def to_dict(stats) -> dict[str, Any]:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dtype": stats.dtype,
         "source_dtypes": list(stats.source_dtypes),
-        "promotable": stats.measurement.promotable,
+        "units": sorted(stats.measurement.units),
+        "scaled_dtypes": sorted(stats.measurement.scaled),
         "value_scale": _number(stats.value_scale),
         "significant_bits": stats.significant_bits,
         "exact": stats.exact,
@@ -133,6 +134,8 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             document = json.load(file)
     except FileNotFoundError:
         raise StatsFileError(f"{name}: no such stats file") from None
+    except IsADirectoryError:
+        raise StatsFileError(f"{name}: is a folder, not a stats file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StatsFileError(f"{name}: not a valid JSON stats file ({error})") from None
     try:
@@ -182,13 +185,15 @@ def from_dict(document: Any) -> dict[str, Any]:
         bits=int(bits),
         notes=frozenset(document.get("notes", [])),
         dtypes=frozenset(document.get("source_dtypes", [dtype])),
-        promotable=bool(document.get("promotable", kind.kind == "f")),
+        units=frozenset(document.get("units", ["float" if kind.kind == "f" else "raw"])),
+        scaled=frozenset(document.get("scaled_dtypes", [])),
     )
     return dict(
         dtype=dtype,
         channel_names=names,
         measurement=measurement,
         read_options=_read_options(document),
+        read_options_recorded="read_options" in document,
         ignored=int(document.get("ignored_non_images", 0)),
         alpha=str(document.get("alpha", "none")),
         float_percentiles=float_percentiles,
@@ -203,9 +208,13 @@ def _read_options(document: dict) -> ReadOptions:
     """The recorded read options; an older file without them was read with the defaults
     (and its mask, if any, is known from its description)."""
     recorded = document.get("read_options")
-    if recorded is None:
-        mask = document.get("mask")
+    if recorded is None:  # infer what the older fields say
+        mask, notes = document.get("mask"), document.get("notes", [])
         recorded = {"mask": mask} if isinstance(mask, str) and not mask.startswith("mask files under ") else {}
+        if document.get("alpha") == "kept":
+            recorded["alpha"] = "keep"
+        if isinstance(notes, list) and "MONOCHROME1 inverted" in notes:
+            recorded["monochrome1"] = "invert"
     if not isinstance(recorded, dict):
         raise StatsFileError("field 'read_options' should be an object")
     try:

@@ -4,6 +4,15 @@ Each module validates and stores its parameters (as buffers, so ``.to(device)`` 
 ``state_dict`` carry them) and calls its function. Build them from measured statistics
 with ``from_stats``; undo a dataset-level one with ``inverse()``.
 
+``state_dict()`` carries everything that changes the output: the statistics as buffers, and
+the units (``value_scale``, ``input_scale``, ``stats_dtype``) and options (``per_image``,
+``channel_wise``, ``eps``, ``out_range``, ``clip``, percentiles, ``clip_range``, layout and
+output dtype) as extra state. ``load_state_dict`` restores them all, so that a transform
+built by hand and loaded gives the saved transform's output; a state of another transform
+class, or one without the extra state (``strict=True``), is refused. A mask given as a
+tensor or a callable cannot travel in a state: the loading transform must have one of the
+same kind.
+
 Example:
     >>> import torch, imagenorm
     >>> stats = imagenorm.compute_stats(torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16))
@@ -17,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -25,16 +33,16 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .errors import ImagenormError
+from .functional import DegenerateStatisticsError
 from .options import OptionError
 from .stats.result import DatasetStats
 from .stats.summary import percentile_key
 
 __all__ = ["Standardize", "MinMaxScale", "PercentileScale", "CTNormalize", "AffineInverse", "DegenerateStatisticsError"]
 
-
-class DegenerateStatisticsError(ImagenormError, ValueError):
-    """A zero std or range, or a non-finite statistic, where a transform needs a scale."""
+#: The version of the extra state a transform's ``state_dict`` carries.
+_STATE_FORMAT = 1
+_MASK_KINDS = {"<tensor>": "a boolean tensor", "<callable>": "a callable"}
 
 
 def _stats_name(stats: DatasetStats) -> str:
@@ -48,19 +56,69 @@ def _pick(stats: DatasetStats, channel_wise: bool, read) -> tuple[np.ndarray, tu
     return np.array([read(stats.pooled)], np.float64), ("pooled",)
 
 
-def _check_spread(values: np.ndarray, names, what: str, source: str, eps: float | None) -> None:
-    """Raise for a non-finite statistic, or a zero spread when no eps is given."""
-    for name, value in zip(names, values):
-        if not math.isfinite(value):
-            raise DegenerateStatisticsError(f"channel {name} of {source} has a non-finite {what} ({value})")
-        if value <= 0 and eps is None:
-            raise DegenerateStatisticsError(
-                f"channel {name} of {source} has {what} {value:g}: every pixel has the same value; "
-                "pass eps= to use a floor instead"
+def _indices(values: np.ndarray) -> list[str]:
+    return [str(i) for i in range(values.size)]
+
+
+class _OptionsInState(nn.Module):
+    """Options that change the output travel in ``state_dict`` as extra state, next to the buffers."""
+
+    def _state_options(self) -> dict:
+        """The options as plain values (numbers, strings, lists), loadable with ``weights_only=True``."""
+        raise NotImplementedError
+
+    def _restore_options(self, options: dict) -> None:
+        """Validate and set the options of ``_state_options()``."""
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict:
+        return {"transform": type(self).__name__, "format": _STATE_FORMAT, **self._state_options()}
+
+    def set_extra_state(self, state) -> None:
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise OptionError(f"not the state of an imagenorm transform of this version (format {_STATE_FORMAT})")
+        if state.get("transform") != type(self).__name__:
+            raise OptionError(f"the state_dict is that of a {state.get('transform')}, not of a {type(self).__name__}")
+        try:
+            self._restore_options({k: v for k, v in state.items() if k not in ("transform", "format")})
+        except (KeyError, TypeError, AttributeError) as error:
+            raise OptionError(f"the state of this {type(self).__name__} is malformed ({type(error).__name__}: {error})") from None
+        self._affine_key = None  # options changed: recompute the map
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        """The state defines the transform: its options first, then buffers of the state's shapes."""
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:
+            self.set_extra_state(extra)
+        elif strict:
+            raise OptionError(
+                f"the state_dict has no {prefix}_extra_state, so it does not say the units and options of this "
+                f"{type(self).__name__} (saved by an older imagenorm?); build the transform with them and "
+                "load with strict=False to take only its statistics"
             )
+        for name, buffer in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if saved is None:
+                if extra is not None:
+                    self._buffers[name] = None  # e.g. a per-image transform has no statistics
+            elif buffer is None or buffer.shape != saved.shape:
+                device = buffer.device if buffer is not None else saved.device
+                self._buffers[name] = torch.empty(saved.shape, dtype=torch.float64, device=device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
-class _Normalize(nn.Module):
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_named(name: str) -> torch.dtype:
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise OptionError(f"{name!r} is not a torch dtype")
+    return dtype
+
+
+class _Normalize(_OptionsInState):
     """Shared options: per-image statistics, masks, units, layout and output."""
 
     def __init__(
@@ -78,17 +136,48 @@ class _Normalize(nn.Module):
         inplace: bool,
     ) -> None:
         super().__init__()
-        if mask is not None and not per_image:
-            raise OptionError("mask= selects the pixels of per-image statistics; pass per_image=True")
-        if eps is not None and not eps > 0:
-            raise OptionError(f"eps must be positive, got {eps}")
+        self._set_options(per_image=per_image, channel_wise=channel_wise, mask=mask, eps=eps, value_scale=value_scale,
+                          input_scale=input_scale, stats_dtype=stats_dtype, spatial_dims=spatial_dims, dtype=dtype)
+        self.inplace = bool(inplace)
+
+    def _set_options(self, *, per_image, channel_wise, mask, eps, value_scale, input_scale, stats_dtype,
+                     spatial_dims, dtype) -> None:
+        """Validate every shared option where it enters (construction, or a loaded state)."""
+        F.check_options(eps=eps, value_scale=value_scale, input_scale=input_scale, mask=mask, per_image=per_image)
         if spatial_dims not in (2, 3):
-            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if not dtype.is_floating_point:
-            raise OptionError(f"dtype must be a float dtype, got {dtype}")
-        self.per_image, self.channel_wise, self.mask, self.eps = per_image, channel_wise, mask, eps
-        self.value_scale, self.input_scale, self.stats_dtype = float(value_scale), input_scale, stats_dtype
-        self.spatial_dims, self.dtype, self.inplace = spatial_dims, dtype, inplace
+            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise OptionError(f"dtype must be a float torch dtype, got {dtype!r}")
+        if not (stats_dtype is None or isinstance(stats_dtype, str)):
+            stats_dtype = tuple(str(name) for name in stats_dtype)
+        self.per_image, self.channel_wise, self.mask = bool(per_image), bool(channel_wise), mask
+        self.eps = None if eps is None else float(eps)
+        self.value_scale = float(value_scale)
+        self.input_scale = None if input_scale is None else float(input_scale)
+        self.stats_dtype, self.spatial_dims, self.dtype = stats_dtype, int(spatial_dims), dtype
+
+    def _state_options(self) -> dict:
+        mask = self.mask
+        if mask is not None and not isinstance(mask, str):
+            mask = "<tensor>" if isinstance(mask, torch.Tensor) else "<callable>"
+        stats_dtype = self.stats_dtype if self.stats_dtype is None or isinstance(self.stats_dtype, str) else list(self.stats_dtype)
+        return dict(per_image=self.per_image, channel_wise=self.channel_wise, mask=mask, eps=self.eps,
+                    value_scale=self.value_scale, input_scale=self.input_scale, stats_dtype=stats_dtype,
+                    spatial_dims=self.spatial_dims, dtype=_dtype_name(self.dtype))
+
+    def _restore_options(self, options: dict) -> None:
+        mask = options["mask"]
+        if mask in _MASK_KINDS:  # a tensor or callable does not travel: this transform must hold one
+            mine = None if self.mask is None or isinstance(self.mask, str) else (
+                "<tensor>" if isinstance(self.mask, torch.Tensor) else "<callable>")
+            if mine != mask:
+                raise OptionError(f"the state was saved with {_MASK_KINDS[mask]} as mask, which a state_dict cannot "
+                                  f"carry; build this {type(self).__name__} with mask= set to it, then load")
+            mask = self.mask
+        self._set_options(per_image=options["per_image"], channel_wise=options["channel_wise"], mask=mask,
+                          eps=options["eps"], value_scale=options["value_scale"], input_scale=options["input_scale"],
+                          stats_dtype=options["stats_dtype"], spatial_dims=options["spatial_dims"],
+                          dtype=_dtype_named(options["dtype"]))
 
     def _options(self) -> dict:
         return dict(
@@ -116,6 +205,7 @@ class _Normalize(nn.Module):
             return self._per_image(x, out)
         scale, shift, clip = self._cached_affine()
         factor = F.input_factor(x.dtype, self.value_scale, self.input_scale, self.stats_dtype)
+        F.check_input_scale(x, self.value_scale, self.input_scale, self.stats_dtype)
         return F.affine(x, scale * factor if factor != 1.0 else scale, shift, clip=clip,
                         spatial_dims=self.spatial_dims, dtype=self.dtype, out=out, inplace=self.inplace)
 
@@ -201,8 +291,9 @@ class Standardize(_Normalize):
         if per_image != (mean is None and std is None):
             raise OptionError("give mean and std, or per_image=True, not both")
         if not per_image:
-            std_values = np.asarray(std, np.float64).reshape(-1)
-            _check_spread(std_values, [str(i) for i in range(std_values.size)], "std", "the given std", eps)
+            mean, std = F.channel_parameters(mean, std, ("mean", "std"))
+            F.check_finite(mean, _indices(mean), "mean", "the given mean")
+            F.check_spread(std, _indices(std), "std", "the given std", eps)
         self._register(mean=mean, std=std)
 
     @classmethod
@@ -215,8 +306,8 @@ class Standardize(_Normalize):
         """
         mean, names = _pick(stats, channel_wise, lambda s: s.mean)
         std, _ = _pick(stats, channel_wise, lambda s: s.std)
-        _check_spread(mean, names, "mean", _stats_name(stats), eps=1.0)
-        _check_spread(std, names, "std", _stats_name(stats), eps)
+        F.check_finite(mean, names, "mean", _stats_name(stats))
+        F.check_spread(std, names, "std", _stats_name(stats), eps)
         return cls(mean, std, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
                    stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
@@ -266,13 +357,10 @@ class MinMaxScale(_Normalize):
                          inplace=inplace)
         if per_image != (low is None and high is None):
             raise OptionError("give low and high, or per_image=True, not both")
-        out_range = tuple(float(v) for v in out_range)
-        if len(out_range) != 2 or out_range[0] == out_range[1]:
-            raise OptionError(f"out_range must be two different numbers, got {out_range}")
         if not per_image:
-            width = np.asarray(high, np.float64).reshape(-1) - np.asarray(low, np.float64).reshape(-1)
-            _check_spread(width, [str(i) for i in range(width.size)], "range (high - low)", "the given range", eps)
-        self.out_range, self.clip = out_range, clip
+            low, high = F.channel_parameters(low, high, ("low", "high"))
+            F.check_spread(high - low, _indices(high - low), "range (high - low)", "the given range", eps)
+        self.out_range, self.clip = F.check_options(out_range=out_range), bool(clip)
         self._register(low=low, high=high)
 
     @classmethod
@@ -284,7 +372,7 @@ class MinMaxScale(_Normalize):
         """
         low, names = _pick(stats, channel_wise, lambda s: s.min)
         high, _ = _pick(stats, channel_wise, lambda s: s.max)
-        _check_spread(high - low, names, "range (max - min)", _stats_name(stats), eps)
+        F.check_spread(high - low, names, "range (max - min)", _stats_name(stats), eps)
         return cls(low, high, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
                    stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
@@ -294,6 +382,13 @@ class MinMaxScale(_Normalize):
     def _affine_raw(self):
         scale, shift = F._range_map(_numbers(self.low), _numbers(self.high), self.out_range, self.eps)
         return scale, shift, (min(self.out_range), max(self.out_range)) if self.clip else None
+
+    def _state_options(self) -> dict:
+        return {**super()._state_options(), "out_range": list(self.out_range), "clip": self.clip}
+
+    def _restore_options(self, options: dict) -> None:
+        super()._restore_options(options)
+        self.out_range, self.clip = F.check_options(out_range=options["out_range"]), bool(options["clip"])
 
     def extra_repr(self) -> str:
         return f"out_range={self.out_range}, clip={self.clip}, " + super().extra_repr()
@@ -318,7 +413,7 @@ class PercentileScale(MinMaxScale):
 
     def __init__(self, percentiles: tuple[float, float] = (0.5, 99.5), *, values: tuple | None = None,
                  clip: bool = True, per_image: bool = False, **options) -> None:
-        low, high = _percentile_pair(percentiles)
+        low, high = F.percentile_pair(percentiles)
         if per_image == (values is not None):
             raise OptionError("give the dataset's percentile values (see from_stats), or per_image=True")
         value_low, value_high = values if values is not None else (None, None)
@@ -331,10 +426,10 @@ class PercentileScale(MinMaxScale):
         """The values of the two ``percentiles`` of the dataset from ``stats``.
 
         Raises:
-            ValueError: the stats file does not hold that percentile.
+            OptionError: the stats file does not hold that percentile.
             DegenerateStatisticsError: the two percentiles are equal (without ``eps``).
         """
-        low, high = _percentile_pair(percentiles)
+        low, high = F.percentile_pair(percentiles)
         keys = [percentile_key(low), percentile_key(high)]
         summary = stats.pooled
         missing = [k for k in keys if k not in summary.percentiles]
@@ -342,12 +437,19 @@ class PercentileScale(MinMaxScale):
             raise OptionError(f"{_stats_name(stats)} has no percentile {missing[0]}; it has {sorted(summary.percentiles, key=float)}")
         p_low, names = _pick(stats, channel_wise, lambda s: s.percentiles[keys[0]])
         p_high, _ = _pick(stats, channel_wise, lambda s: s.percentiles[keys[1]])
-        _check_spread(p_high - p_low, names, f"percentile range (p{keys[1]} - p{keys[0]})", _stats_name(stats), eps)
+        F.check_spread(p_high - p_low, names, f"percentile range (p{keys[1]} - p{keys[0]})", _stats_name(stats), eps)
         return cls((low, high), values=(p_low, p_high), channel_wise=channel_wise, eps=eps,
                    value_scale=stats.value_scale, stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.percentile_scale(x, q=self.q, out_range=self.out_range, clip=self.clip, out=out, **self._options())
+
+    def _state_options(self) -> dict:
+        return {**super()._state_options(), "q": list(self.q)}
+
+    def _restore_options(self, options: dict) -> None:
+        super()._restore_options(options)
+        self.q = F.percentile_pair(options["q"])
 
     def extra_repr(self) -> str:
         return f"q={self.q}, " + super().extra_repr()
@@ -370,24 +472,23 @@ class CTNormalize(Standardize):
     """
 
     def __init__(self, mean, std, *, clip_range: tuple[float, float], **options) -> None:
+        if options.get("per_image"):
+            raise OptionError("CTNormalize takes the dataset's foreground statistics, not per_image=True")
         super().__init__(mean, std, **options)
-        if len(np.asarray(mean).reshape(-1)) != 1:
+        if self.mean.numel() != 1 or self.std.numel() != 1:
             raise OptionError("CTNormalize takes one channel (or pooled statistics)")
-        low, high = (float(v) for v in clip_range)
-        if not low < high:
-            raise OptionError(f"clip_range must be (low, high) with low < high, got {clip_range}")
-        self.clip_range = (low, high)
+        self.clip_range = _clip_range(clip_range)
 
     @classmethod
     def from_stats(cls, stats: DatasetStats, *, percentiles: tuple[float, float] = (0.5, 99.5),
                    eps: float | None = None, **options) -> "CTNormalize":
         """Foreground ``percentiles`` (clip range), mean and std from ``stats`` (pooled over channels)."""
         summary = stats.pooled
-        keys = tuple(percentile_key(q) for q in _percentile_pair(percentiles))
+        keys = tuple(percentile_key(q) for q in F.percentile_pair(percentiles))
         missing = [k for k in keys if k not in summary.percentiles]
         if missing:
             raise OptionError(f"{_stats_name(stats)} has no percentile {missing[0]}")
-        _check_spread(np.array([summary.std]), ("pooled",), "std", _stats_name(stats), eps)
+        F.check_spread(np.array([summary.std]), ("pooled",), "std", _stats_name(stats), eps)
         if stats.mask is None:
             import warnings
 
@@ -400,31 +501,49 @@ class CTNormalize(Standardize):
         bounds = tuple(float(v * scale[0] + shift[0]) for v in self.clip_range)
         return scale, shift, bounds
 
+    def _state_options(self) -> dict:
+        return {**super()._state_options(), "clip_range": list(self.clip_range)}
+
+    def _restore_options(self, options: dict) -> None:
+        super()._restore_options(options)
+        self.clip_range = _clip_range(options["clip_range"])
+
     def extra_repr(self) -> str:
         return f"clip_range={self.clip_range}, " + super().extra_repr()
 
 
-def _percentile_pair(percentiles) -> tuple[float, float]:
-    """``(low, high)`` percentiles with ``0 <= low < high <= 100``."""
+def _clip_range(clip_range) -> tuple[float, float]:
     try:
-        low, high = (float(q) for q in percentiles)
+        low, high = (float(v) for v in clip_range)
     except (TypeError, ValueError):
-        raise OptionError(f"percentiles must be two numbers (low, high), got {percentiles!r}") from None
-    if low > high:
-        raise OptionError(f"percentiles are reversed: ({low:g}, {high:g}); give (low, high)")
-    if not 0 <= low < high <= 100:
-        raise OptionError(f"percentiles must satisfy 0 <= low < high <= 100, got ({low:g}, {high:g})")
+        raise OptionError(f"clip_range must be two numbers (low, high), got {clip_range!r}") from None
+    if not low < high:
+        raise OptionError(f"clip_range must be (low, high) with low < high, got {clip_range!r}")
     return low, high
 
 
-class AffineInverse(nn.Module):
+class AffineInverse(_OptionsInState):
     """``y * scale + shift`` per channel: the inverse of a dataset-level transform (see ``inverse()``)."""
 
     def __init__(self, scale, shift, *, spatial_dims: int = 2, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float64).reshape(-1)))
-        self.register_buffer("shift", torch.as_tensor(np.asarray(shift, np.float64).reshape(-1)))
-        self.spatial_dims, self.dtype = spatial_dims, dtype
+        scale, shift = F.channel_parameters(scale, shift, ("scale", "shift"))
+        self.register_buffer("scale", torch.as_tensor(scale))
+        self.register_buffer("shift", torch.as_tensor(shift))
+        self._set_options(spatial_dims=spatial_dims, dtype=dtype)
+
+    def _set_options(self, *, spatial_dims: int, dtype: torch.dtype) -> None:
+        if spatial_dims not in (2, 3):
+            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise OptionError(f"dtype must be a float torch dtype, got {dtype!r}")
+        self.spatial_dims, self.dtype = int(spatial_dims), dtype
+
+    def _state_options(self) -> dict:
+        return {"spatial_dims": self.spatial_dims, "dtype": _dtype_name(self.dtype)}
+
+    def _restore_options(self, options: dict) -> None:
+        self._set_options(spatial_dims=options["spatial_dims"], dtype=_dtype_named(options["dtype"]))
 
     def forward(self, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Map normalized ``y`` back (into ``out`` if given)."""

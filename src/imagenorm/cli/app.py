@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 from enum import Enum
 import typer
 from rich.console import Console
@@ -59,16 +60,23 @@ def read_option_values(**given) -> dict:
 
 
 # --- library parameter names in messages become the command line's flags ------------------
-_FLAGS = {"dicom_series": "--dicom-series/--dicom-slices"}
-_PARAMETER = re.compile(r"\b(" + "|".join(sorted({*CHOICES, "max_pixels", "mask", "mask_dir", "dicom_series", "workers",
-                                                   "percentiles", "checkpoint"}, key=len, reverse=True)) + r")=('?)([^\s',;)]*)\2")
+_SWITCHES = {("dicom_series", "True"): "--dicom-series", ("dicom_series", "False"): "--dicom-slices"}
+_NAMES = sorted({*CHOICES, "max_pixels", "mask", "mask_dir", "dicom_series", "workers", "checkpoint"}, key=len, reverse=True)
+_PARAMETER = re.compile(r"\b(" + "|".join(_NAMES) + r")=(?:'([^']*)'|([^\s,;)]+))")
 
 
 def as_flags(message: str) -> str:
-    """``mixed_depth='scale'`` -> ``--mixed-depth scale``: library messages in the CLI's words."""
+    """``mixed_depth='scale'`` -> ``--mixed-depth scale``, ``convert=None`` -> ``no --convert``:
+    library messages in the command line's words."""
     def flag(match: re.Match) -> str:
-        name, _, argument = match.groups()
-        return f"{_FLAGS.get(name, '--' + name.replace('_', '-'))} {argument}".rstrip()
+        name, quoted, plain = match.groups()
+        argument = quoted if quoted is not None else plain
+        option = "--" + name.replace("_", "-")
+        if (name, argument) in _SWITCHES:
+            return _SWITCHES[name, argument]
+        if argument == "None" and quoted is None:
+            return f"no {option}"
+        return f"{option} {shlex.quote(argument)}"
 
     return _PARAMETER.sub(flag, message)
 

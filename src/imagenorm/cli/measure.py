@@ -45,6 +45,7 @@ def stats(
 
     Under torchrun every rank measures its shard and rank 0 writes the file and the report.
     """
+    from ..atomic import check_target
     from ..stats import compute_stats
     from ..stats.checkpoint import Checkpoint
     from ..stats.distributed import launched_by_torchrun, start_process_group
@@ -54,6 +55,9 @@ def stats(
                                       mask_dir=mask_dir, dicom_values=dicom_values, monochrome1=monochrome1,
                                       nifti_4d=nifti_4d, mixed_depth=mixed_depth, dicom_series=dicom_series)
     saver = None if checkpoint is None else Checkpoint(str(checkpoint), checkpoint_every, checkpoint_seconds)
+    for target in (output, audit):  # before the first image is read
+        if target is not None:
+            check_target(target)
     ranks = launched_by_torchrun()
     rank = int(os.environ.get("RANK", "0")) if ranks else 0
     if ranks:

@@ -81,10 +81,9 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
     """The tables, the torchvision line and the summary of what was measured."""
     console.print(moments_table(stats))
     console.print(percentiles_table(stats))
-    if stats.value_scale != 1.0 and stats.value_scale < 2**31 - 1:
-        console.print(scaled_table(stats))
-        console.print(escape(stats.normalize_line()), soft_wrap=True)
-    elif stats.value_scale == 1.0:
+    if stats.has_unit_scale:
+        if stats.value_scale != 1.0:
+            console.print(scaled_table(stats))
         console.print(escape(stats.normalize_line()), soft_wrap=True)
     else:
         console.print(f"no [0, 1] scale for {stats.dtype} values (e.g. HU after a DICOM rescale): normalize with imagenorm's transforms", soft_wrap=True)

@@ -13,6 +13,9 @@ JPEG, BMP, WebP, GIF   Pillow
 PGM/PPM/PNM            OpenCV (Pillow rescales ``maxval`` != 255 and cuts 16-bit RGB)
 TIFF (all pages)       tifffile
 ``.npy``               numpy, memory-mapped, never unpickled
+DICOM                  pydicom: ``.dcm``/``.dicom``, and any other file with the
+                       DICM preamble (UID names, ``.IMA``); never a DICOMDIR
+NIfTI ``.nii(.gz)``    nibabel
 =====================  =====================================================
 
 Example:
@@ -62,7 +65,7 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     path = os.fspath(path)
     reader = reader_for(path)
     if reader is None:
-        raise ReadError(path, f"not a supported image format ({os.path.splitext(path)[1] or 'no extension'})")
+        raise ReadError(path, _not_an_image(path))
     try:
         image = reader(path, options)
     except ReadError:
@@ -77,26 +80,68 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
 
 
 def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
-    """The reader function for ``path``'s extension, or None if not an image.
+    """The reader function for ``path``, or None if it is not an image.
 
-    A file without extension is read as DICOM if it has the DICOM preamble ("DICM" at byte 128).
+    A known image extension decides. Any other file (no extension, a UID-like name such
+    as ``1.3.46.670589.33.1.2``, Siemens ``.IMA``) is read as DICOM if it has the DICOM
+    preamble ("DICM" at byte 128). A DICOM Media Storage Directory (``DICOMDIR``, by name
+    or by its MediaStorageSOPClassUID) is not an image.
     """
     name = path.lower()
+    readers = _readers_by_extension()
     if name.endswith(".nii.gz"):
-        return _readers_by_extension()[".nii"]
-    extension = os.path.splitext(name)[1]
-    if not extension and _has_dicom_preamble(path):
-        return _readers_by_extension()[".dcm"]
-    return _readers_by_extension().get(extension)
+        return readers[".nii"]
+    if os.path.basename(name) == "dicomdir":
+        return None
+    reader = readers.get(os.path.splitext(name)[1])
+    if reader is not None and reader is not readers[".dcm"]:
+        return reader
+    storage_class = dicom_storage_class(path)
+    if storage_class == MEDIA_STORAGE_DIRECTORY:
+        return None
+    return readers[".dcm"] if storage_class is not None else reader
 
 
-def _has_dicom_preamble(path: str) -> bool:
+def _not_an_image(path: str) -> str:
+    """Why ``path`` has no reader."""
+    if os.path.basename(path).lower() == "dicomdir" or dicom_storage_class(path) == MEDIA_STORAGE_DIRECTORY:
+        return "a DICOM Media Storage Directory (DICOMDIR): an index of other files, not an image"
+    return f"not a supported image format ({os.path.splitext(path)[1] or 'no extension'})"
+
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: an index of other files, no image
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def dicom_storage_class(path: str) -> str | None:
+    """The MediaStorageSOPClassUID of a file with the DICOM preamble ("" when its file meta
+    does not say), or None when the file has no preamble. Reads at most 1 KiB."""
     try:
         with open(path, "rb") as file:
-            file.seek(128)
-            return file.read(4) == b"DICM"
+            head = file.read(1024)
     except OSError:
-        return False
+        return None
+    if head[128:132] != b"DICM":
+        return None
+    return _meta_element(head, 132, 0x0002) or ""
+
+
+def _meta_element(data: bytes, offset: int, element: int) -> str | None:
+    """The text of file meta element (0002, ``element``), walking the explicit-VR little-endian
+    group 0002 from ``offset``; None if it is not found within ``data``."""
+    while offset + 8 <= len(data):
+        group, number = int.from_bytes(data[offset:offset + 2], "little"), int.from_bytes(data[offset + 2:offset + 4], "little")
+        vr = data[offset + 4:offset + 6]
+        if group != 0x0002 or not vr.isalpha():
+            return None
+        if vr in _LONG_LENGTH_VRS:
+            length, offset = int.from_bytes(data[offset + 8:offset + 12], "little"), offset + 12
+        else:
+            length, offset = int.from_bytes(data[offset + 6:offset + 8], "little"), offset + 8
+        if number == element:
+            return data[offset:offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        offset += length
+    return None
 
 
 @functools.cache
@@ -111,5 +156,5 @@ def _readers_by_extension() -> dict[str, Callable[[str, ReadOptions], DecodedIma
 
 
 def is_image_path(path: str) -> bool:
-    """Whether ``path`` has an extension that imagenorm reads."""
+    """Whether imagenorm reads ``path`` as an image (see :func:`reader_for`)."""
     return reader_for(path) is not None

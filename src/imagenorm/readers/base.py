@@ -41,10 +41,12 @@ class DecodedImage:
         return self.pixels.dtype.itemsize * 8 if self.pixels.dtype.kind in "ui" else 0
 
     @property
-    def promotable(self) -> bool:
-        """Whether the values mean the same in a wider dtype (physical units, or floats), so that
-        images of other dtypes can be measured with it after promotion to a common type."""
-        return self.physical or self.pixels.dtype.kind == "f"
+    def units(self) -> str:
+        """What the values mean: ``"physical"`` (DICOM modality values, NIfTI: any dtype),
+        ``"float"`` (float pixels) or ``"raw"`` (integer pixels whose scale is the dtype's)."""
+        if self.physical:
+            return "physical"
+        return "float" if self.pixels.dtype.kind == "f" else "raw"
 
     @property
     def layout(self) -> tuple[str, tuple[str, ...]]:
@@ -80,7 +82,7 @@ def check_pixel_limit(path: str, pixel_count: int, max_pixels: int | None) -> No
         raise ReadError(
             path,
             f"{pixel_count:,} pixels exceed the limit of {max_pixels:,} "
-            "(a decompression bomb?); raise max_pixels if the image is legitimate",
+            "(a decompression bomb?); if the image is legitimate, raise the limit with max_pixels=N",
         )
 
 

@@ -32,7 +32,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         raise ReadError(path, f"no pixel data (a DICOM {kind} object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
-    if getattr(getattr(dataset.get("file_meta"), "TransferSyntaxUID", None), "is_encapsulated", False):
+    if getattr(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None), "is_encapsulated", False):
         check_frames(dataset, frames, path)
     stored = _pixels(dataset, path)
     notes = []
@@ -87,7 +87,8 @@ def check_frames(dataset, frames: int, path: str) -> None:
     if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
         offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
     found = 0
-    for found, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames, extended_offsets=offsets), 1):
+    encoded = generate_frames(dataset.PixelData, number_of_frames=frames, extended_offsets=offsets)
+    for found, frame in enumerate(encoded, 1):
         if jpeg and not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
             raise ReadError(path, f"frame {found} of {frames} ends early: its JPEG data have no end marker")
     if found < frames:

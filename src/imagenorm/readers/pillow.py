@@ -1,14 +1,21 @@
 """PNG, JPEG, BMP, WebP and GIF through Pillow, with 16-bit colour PNG handed to OpenCV.
 
+The OpenCV decoder (:func:`read_with_opencv`) and the Pillow opener (:func:`open_image`) live
+here, and ``netpbm.py`` uses both.
+
 Nothing here changes Pillow's process-wide settings. Files are opened without Pillow's own
 decompression-bomb check (``Image.MAX_IMAGE_PIXELS``, which ``max_pixels`` replaces), and a
-file whose pixel data end early is an error whatever ``ImageFile.LOAD_TRUNCATED_IMAGES`` says.
+file whose pixel data end early is an error whatever ``ImageFile.LOAD_TRUNCATED_IMAGES`` says:
+a read past the end of the file is noticed, and a PNG whose complete stream holds fewer rows
+than IHDR declares (Pillow keeps the rest, silently) is caught by a marker colour in the last row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import threading
 import zlib
 from dataclasses import replace
 from typing import BinaryIO, NamedTuple
@@ -22,6 +29,7 @@ from .base import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 CUT_SHORT = "the file ends before its pixel data do (truncated)"
 _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each colour type
+_MARKER = (183, 61, 29, 7)  # per band: a colour no row of a real image is likely to hold throughout
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
@@ -34,17 +42,10 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         header = png_header(path) if image.format == "PNG" else None
         if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6):
             image.verify()  # walks every chunk and CRC: a truncated file fails here
-            from .netpbm import read_with_opencv
-
-            return replace(read_with_opencv(path), significant_bits=header.significant_bits)
+            return replace(_read_16bit_colour(path, header), significant_bits=header.significant_bits)
         if image.mode == "CMYK":
             raise ReadError(path, "CMYK images are not supported; convert them to RGB first")
-        arrays, palette = [], False
-        for index in range(frames):
-            array, palette = _decode_frame(image, index, file, path)
-            arrays.append(array)
-        if header is not None and frames == 1:
-            check_png_rows(path, header, image, arrays[0])
+        arrays, palette = _decode_frames(image, frames, file, path, header)
     pixels = arrays[0] if frames == 1 else np.stack(arrays)
     bits = header.significant_bits if header is not None else None
     if pixels.ndim == 2 + (frames > 1):  # one channel: no channel axis yet
@@ -53,12 +54,41 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     return DecodedImage(pixels=channel_first(pixels), channels=names, palette=palette, significant_bits=bits)
 
 
-def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str) -> tuple[np.ndarray, bool]:
+def _read_16bit_colour(path: str, header: PngHeader) -> DecodedImage:
+    """16-bit colour PNG through OpenCV (Pillow would cut it to 8 bits); missing rows make it fail."""
+    try:
+        return read_with_opencv(path)
+    except ReadError:
+        check_png_data(path, header)  # say which rows are missing, if that is why
+        raise
+
+
+def _decode_frames(image: ImageFile.ImageFile, frames: int, file: EndAwareFile, path: str,
+                   header: PngHeader | None) -> tuple[list[np.ndarray], bool]:
+    """Every frame as exact samples (palette expanded); a PNG of one image is checked row by row."""
+    single_png = header is not None and frames == 1
+    marker = mark_unwritten(image) if single_png and not header.interlaced else None
+    arrays, palette = [], False
+    try:
+        for index in range(frames):
+            array, palette = _decode_frame(image, index, file, path, watch_end=not single_png)
+            arrays.append(array)
+    except OSError:
+        if header is not None:
+            check_png_data(path, header)  # say which rows are missing, if that is why
+        raise
+    if single_png:
+        check_png_rows(path, header, image, arrays[0], marker)
+    return arrays, palette
+
+
+def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str,
+                  watch_end: bool) -> tuple[np.ndarray, bool]:
     """Frame ``index`` as exact samples; refused if the decoder wanted more bytes than the file has.
 
-    Pillow fills the rest silently when the program set ``LOAD_TRUNCATED_IMAGES``. A PNG of
-    one image is left to :func:`check_png_rows` (its reader also looks past the pixel data,
-    for IEND, which is no loss of pixels).
+    Pillow fills the rest silently when the program set ``LOAD_TRUNCATED_IMAGES``. Without
+    ``watch_end`` (a PNG of one image, checked row by row instead, whose reader also looks
+    past the pixel data for IEND) only Pillow's own error counts.
     """
     file.ran_out = False
     try:
@@ -68,7 +98,7 @@ def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str)
         if file.ran_out:
             raise ReadError(path, CUT_SHORT) from None
         raise
-    if file.ran_out and not (image.format == "PNG" and getattr(image, "n_frames", 1) == 1):
+    if file.ran_out and watch_end:
         raise ReadError(path, CUT_SHORT)
     return array, palette
 
@@ -160,25 +190,51 @@ def png_header(path: str) -> PngHeader:
     return PngHeader(bit_depth, colour_type, significant, width, height, interlace == 1)
 
 
-def check_png_rows(path: str, header: PngHeader, image: Image.Image, array: np.ndarray) -> None:
-    """Refuse a PNG whose compressed stream ends before its last row (Pillow leaves the rest zero).
+def mark_unwritten(image: ImageFile.ImageFile) -> np.ndarray | None:
+    """Pre-fill the memory Pillow decodes into with a marker colour; return its samples.
 
-    Nearly free for most images: Pillow decodes into a zeroed image, row after row, so a
-    non-zero sample in the last row proves every row arrived. Only when the last row is all
-    zero, or the image is interlaced, is the stream inflated again, to count its bytes.
+    Pillow decodes into an image that exists before ``load()`` and writes every row the data
+    reach; rows they never reach keep the marker (they would be zero otherwise, which is
+    also what black looks like). None, and nothing marked, for modes PNG rarely decodes to.
     """
-    if not header.interlaced and _last_row_written(image, array):
-        return
+    if image.mode == "I;16":  # Image.new fills 16-bit images pixel by pixel: mark the last row only
+        memory = np.zeros((image.height, image.width), "<u2")
+        memory[-1] = 0xB7B7
+        image.im = Image.fromarray(memory).im
+        return memory[-1, 0]
+    if image.mode == "1":
+        image.im = Image.new("1", image.size, 1).im
+        return np.True_
+    if image.mode not in ("L", "LA", "P", "PA", "RGB", "RGBA"):
+        return None
+    value = _MARKER[: len(image.getbands())]
+    image.im = Image.new(image.mode, image.size, value if len(value) > 1 else value[0]).im
+    return np.array(value, np.uint8)
+
+
+def check_png_rows(path: str, header: PngHeader, image: Image.Image, array: np.ndarray,
+                   marker: np.ndarray | None) -> None:
+    """Refuse a PNG whose compressed stream ends before its last row (Pillow would keep the rest).
+
+    Nearly free: the stream is inflated again, only to count its bytes, when the last row
+    is the ``marker`` colour throughout (see :func:`mark_unwritten`) or the image is interlaced.
+    """
+    if marker is None or _last_row_is(marker, image, array):
+        check_png_data(path, header)
+
+
+def check_png_data(path: str, header: PngHeader) -> None:
+    """Refuse a PNG whose IDAT stream inflates to fewer bytes than IHDR promises (inflates it again)."""
     expected = png_data_size(header)
     found = _png_inflated_size(path, expected)
     if found < expected:
         raise ReadError(path, _png_shortage(header, found, expected))
 
 
-def _last_row_written(image: Image.Image, array: np.ndarray) -> bool:
-    """Whether the last row holds a non-zero decoded sample (palette images: a non-zero index)."""
-    decoded = np.asarray(image) if image.mode in ("P", "PA") else array
-    return bool(decoded[-1].any())
+def _last_row_is(marker: np.ndarray, image: Image.Image, array: np.ndarray) -> bool:
+    """Whether every sample of the last decoded row equals ``marker`` (palette images: by index)."""
+    decoded = np.asarray(image) if image.mode in ("P", "PA", "1") else array
+    return bool((decoded[-1] == marker).all())
 
 
 def png_data_size(header: PngHeader) -> int:
@@ -220,3 +276,47 @@ def _png_shortage(header: PngHeader, found: int, expected: int) -> str:
         return f"pixel data end after {found:,} of {expected:,} bytes (interlaced)"
     row_bytes = expected // header.height
     return f"pixel data end after {found // row_bytes} of {header.height} rows"
+
+
+def read_with_opencv(path: str) -> DecodedImage:
+    """Decode with ``cv2.IMREAD_UNCHANGED`` (keeps 16 bits) and reorder BGR to RGB."""
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    with _quiet_opencv(cv2):
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ReadError(path, "cannot decode: truncated or corrupt file")
+    if decoded.ndim == 2:
+        return DecodedImage(pixels=decoded[None], channels=GRAY)
+    count = decoded.shape[-1]
+    if count in (3, 4):  # OpenCV gives BGR(A)
+        order = [2, 1, 0] + ([3] if count == 4 else [])
+        decoded = decoded[..., order]
+    return DecodedImage(pixels=channel_first(decoded), channels=channels_for(count))
+
+
+_quiet_lock = threading.Lock()
+_quiet_decodes = 0
+_program_log_level = None
+
+
+@contextlib.contextmanager
+def _quiet_opencv(cv2):
+    """Silence OpenCV's log (process-wide) only while decoding, and give the program its level back.
+
+    Concurrent decodes share one silent period: the first saves the level, the last restores it.
+    """
+    global _quiet_decodes, _program_log_level
+    with _quiet_lock:
+        if _quiet_decodes == 0:
+            _program_log_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_decodes += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_decodes -= 1
+            if _quiet_decodes == 0:
+                cv2.utils.logging.setLogLevel(_program_log_level)

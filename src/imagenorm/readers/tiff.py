@@ -90,12 +90,13 @@ def _check_segments(page, path: str, stacked: bool) -> None:
     ``stacked``: MetaMorph STK and Zeiss LSM files declare one plane's bytes for a stack.
     """
     offsets, counts = page.dataoffsets, page.databytecounts
+    name = f"page {page.index + 1}" if isinstance(page.index, int) else f"page {page.index}"  # SubIFDs: a tuple
     for index, (offset, count) in enumerate(zip(offsets, counts)):
         if not offset or not count:
             kind = "tile" if page.is_tiled else "strip"
-            raise ReadError(path, f"page {page.index + 1}: {kind} {index + 1} of {len(offsets)} has no data")
+            raise ReadError(path, f"{name}: {kind} {index + 1} of {len(offsets)} has no data")
     if len(counts) == 1 and page.is_contiguous and not stacked and counts[0] < page.nbytes:
-        raise ReadError(path, f"page {page.index + 1}: pixel data end after {counts[0]:,} of {page.nbytes:,} bytes")
+        raise ReadError(path, f"{name}: pixel data end after {counts[0]:,} of {page.nbytes:,} bytes")
 
 
 def _channel_count(series) -> int:

@@ -6,9 +6,11 @@ are identical for any worker count and float results differ by rounding at most.
 
 Images of different dtypes are measured together where their units allow it: values in
 physical units (DICOM modality values, NIfTI) and float data are promoted to a common type
-(integers stay exact in the widest one; any float makes float64); integer images in raw
-units of different bit depths are an error, unless ``mixed_depth="scale"`` divides every
-integer image by its dtype's maximum (statistics in the [0, 1] scale).
+(integers stay exact in the widest one; any float makes float64). Integer images in raw
+units of different bit depths (or next to float images) are an error, unless
+``mixed_depth="scale"`` divides every raw integer image by its dtype's maximum (statistics in
+the [0, 1] scale, where float images are taken to be); values in physical units are never
+scaled, and never mixed with raw ones (see :func:`~imagenorm.stats.measurement.joinable`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from . import kernels
 from .float_percentiles import BracketValues, FloatHistogram
 from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide
 from .items import ItemSource
-from .measurement import Measurement
+from .measurement import Measurement, joinable
 from .moments import FloatMoments, ImageSpread
 
 OnError = Literal["fail", "skip"]
@@ -38,16 +40,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Layout:
-    """What the first readable image says every other must share: channels, and a dtype
-    (another dtype only where ``promotable``: physical units or floats)."""
+    """What the first readable image says every other must share: channels, and dtype and
+    units as far as promotion does not join them (see :func:`~imagenorm.stats.measurement.joinable`)."""
 
     dtype: str
     channels: tuple[str, ...]
-    promotable: bool = False
+    units: str = "raw"
 
     @classmethod
     def of(cls, image: DecodedImage) -> "Layout":
-        return cls(image.pixels.dtype.name, image.channels, image.promotable)
+        return cls(image.pixels.dtype.name, image.channels, image.units)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Job:
         if self.percentile_pass is not None:
             return self.percentile_pass.empty()
         channels = len(self.layout.channels)
-        if np.dtype(self.layout.dtype).kind in "ui" and not self.scaled:
+        if np.dtype(self.layout.dtype).kind in "ui" and not (self.scaled and self.layout.units == "raw"):
             return IntegerHistogram.empty(self.layout.dtype, channels)
         return FloatMoments.empty(channels)
 
@@ -113,7 +115,9 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
             image_stds.append(image_moments[1])
         partial.files += 1
         partial.dtypes |= {image.pixels.dtype.name}
-        partial.promotable &= image.promotable
+        partial.units |= {image.units}
+        if pixels.dtype != image.pixels.dtype:
+            partial.scaled |= {image.pixels.dtype.name}
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
         if image.notes:
@@ -130,7 +134,7 @@ def measured_values(job: Job, index: int, image: DecodedImage) -> np.ndarray:
     """The values of ``image`` that count: inside the mask (decided on the values as read),
     in the [0, 1] scale under ``mixed_depth="scale"``, and finite unless told to ignore."""
     pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "")
-    if job.scaled and pixels.dtype.kind in "ui":
+    if job.scaled and image.units == "raw":
         pixels = pixels.astype(np.float64) / float(np.iinfo(pixels.dtype).max)
     check_finite(job, index, pixels)
     return pixels
@@ -153,12 +157,16 @@ def check_layout(job: Job, index: int, image: DecodedImage) -> None:
     if channels != want.channels:
         what = f"{len(channels)} channel(s) ({', '.join(channels)}), but {job.first_name} has {len(want.channels)} ({', '.join(want.channels)})"
         raise ReadError(job.items.name(index), f"has {what}; pass convert='gray' or convert='rgb' to convert every image")
-    if dtype == want.dtype or job.scaled or (image.promotable and want.promotable):
+    if (dtype, image.units) == (want.dtype, want.units):
         return
-    raise ReadError(job.items.name(index),
-                    f"has dtype {dtype}, but {job.first_name} has {want.dtype}: raw values of different bit depths "
-                    "do not share units; measure them separately, or pass mixed_depth='scale' to measure every "
-                    "image in the [0, 1] scale (each divided by its dtype's maximum)")
+    why = joinable(frozenset({image.units, want.units}), frozenset({dtype, want.dtype}), job.scaled)
+    if why is None:
+        return
+    hint = "" if "physical" in why else (
+        ", or pass mixed_depth='scale' to measure every image in the [0, 1] scale (each raw integer image divided "
+        "by its dtype's maximum)")
+    raise ReadError(job.items.name(index), f"has {dtype} {image.units} values, but {job.first_name} has {want.dtype} "
+                                           f"{want.units} values: {why}; measure them separately{hint}")
 
 
 def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
@@ -260,7 +268,7 @@ def bracket_job(job: Job, histogram: FloatHistogram) -> Job:
 
 def prepare(job: Job) -> None:
     """Compile the histogram kernel in this process, so forked workers inherit it."""
-    if job.layout.dtype in KERNEL_DTYPES and not job.scaled:
+    if job.layout.dtype in KERNEL_DTYPES:
         kernels.warm_up(np.dtype(job.layout.dtype), len(job.layout.channels))
 
 

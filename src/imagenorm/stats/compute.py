@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import check_target
 from ..audit import flag_outliers
 from ..errors import EmptyDatasetError, ImagenormError
 from ..masks import MaskSpec
@@ -99,6 +100,8 @@ def compute_stats(
     job = Job(runner.shard(items), read_options, layout, first_name, on_error=on_error, mask=mask, audit=audit)
     accumulate.prepare(job)
     saver = _checkpoint(checkpoint, runner)
+    if saver is not None:
+        check_target(saver.path)
     first_pass = runner.run(job, workers, progress, saver)
     _check_counted(first_pass, len(items))
     float_results = _float_percentiles(runner, job, first_pass, workers, float_percentiles) if (
@@ -128,7 +131,7 @@ def resolve_read_options(read_options: ReadOptions | None, given: dict[str, Any]
         return ReadOptions.from_keywords(**given)
     if not isinstance(read_options, ReadOptions):
         raise OptionError(f"read_options must be a ReadOptions, got {type(read_options).__name__}")
-    return read_options.with_given("read_options", **given)
+    return read_options.with_given("read_options", recorded_as="has", **given)
 
 
 def _checkpoint(checkpoint, runner) -> Checkpoint | None:
@@ -165,10 +168,8 @@ def _result_dtype(first_pass: Measurement, job: Job) -> str:
     """The dtype the statistics are in: the images', their common type, or float64 in the [0, 1] scale."""
     if first_pass.state.exact:
         return first_pass.state.dtype
-    dtypes = first_pass.dtypes or {job.layout.dtype}
-    if job.scaled and any(np.dtype(d).kind in "ui" for d in dtypes):
-        return "float64"
-    return common_dtype(*dtypes)
+    dtypes = (first_pass.dtypes - first_pass.scaled) | ({"float64"} if first_pass.scaled else set())
+    return common_dtype(*(dtypes or {job.layout.dtype}))
 
 
 class OneProcess:

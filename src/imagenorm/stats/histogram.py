@@ -125,19 +125,16 @@ class IntegerHistogram(State):
         return self
 
     def as_moments(self) -> FloatMoments:
-        """The same data as float64 moments (when the values range too wide for bins)."""
+        """The same data as float64 moments (for a merge with float data, or when the values
+        range too wide for bins): mean and M2 from exact integer sums, correctly rounded."""
         moments = FloatMoments.empty(self.channels)
-        if self.counts.shape[1] == 0:
-            return moments
-        mean, std = histogram_moments(self.counts, self.values)
-        moments.count = self.counts.sum(axis=1)
-        moments.mean = np.where(moments.count > 0, mean, 0.0)
-        moments.m2 = np.where(moments.count > 0, std * std * moments.count, 0.0)
         for channel in range(self.channels):
             present = np.flatnonzero(self.counts[channel])
             if present.size:
-                moments.minimum[channel] = present[0] + self.offset
-                moments.maximum[channel] = present[-1] + self.offset
+                values, counts = present + self.offset, self.counts[channel][present]
+                n, mean, m2 = exact_moments(values, counts)
+                moments.count[channel], moments.mean[channel], moments.m2[channel] = n, float(mean), float(m2)
+                moments.minimum[channel], moments.maximum[channel] = values[0], values[-1]
         return moments
 
     def merge(self, other: State) -> State:
@@ -189,20 +186,25 @@ def histogram_moments(counts: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
     return mean, np.sqrt(variance)
 
 
+def exact_moments(values: np.ndarray, counts: np.ndarray) -> tuple[int, Fraction, Fraction]:
+    """``(n, mean, M2)`` of integer data given as values with counts, exactly (Python integers)."""
+    n = int(counts.sum())
+    total = sum(int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+    squares = sum(int(v) * int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+    return n, Fraction(total, n), Fraction(n * squares - total * total, n)
+
+
 def summarize_counts(values: np.ndarray, counts: np.ndarray) -> Summary:
     """Exact statistics of integer data given as a histogram (Python integers inside)."""
     present = np.flatnonzero(counts)
     if present.size == 0:
         raise ImagenormError("no pixel was counted")
     values, counts = values[present], counts[present]
-    n = int(counts.sum())
-    total = sum(int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
-    squares = sum(int(v) * int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
-    variance = Fraction(n * squares - total * total, n * n)
+    n, mean, m2 = exact_moments(values, counts)
     return Summary(
         count=n,
-        mean=float(Fraction(total, n)),
-        std=exact_sqrt(variance),
+        mean=float(mean),
+        std=exact_sqrt(m2 / n),
         min=float(values[0]),
         max=float(values[-1]),
         percentiles=percentiles_from_counts(values, counts),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,6 +30,8 @@ from ..readers.numpy_file import to_channel_first
 
 class ItemSource:
     """Indexable images with names."""
+
+    hidden: int = 0  # hidden files and folders skipped while the items were found (set by as_item_source)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -76,66 +78,179 @@ class FileItems(ItemSource):
         return self.paths[index]
 
 
+@dataclass(frozen=True)
+class SliceHeader:
+    """What grouping needs from one DICOM file's header."""
+
+    series_uid: str  # SeriesInstanceUID
+    description: str  # SeriesDescription
+    instance_uid: str  # SOPInstanceUID
+    position: float  # along the patient axis (ImagePositionPatient z)
+    number: int  # InstanceNumber
+
+    @property
+    def instance(self) -> tuple[str, float, int]:
+        """What makes two files the same slice."""
+        return self.instance_uid, self.position, self.number
+
+
+@dataclass
+class Series:
+    """Files read as one item: one image file, or the slices of one DICOM series in one
+    folder, in patient-axis order (``headers`` then has one per slice)."""
+
+    paths: list[str]
+    headers: list[SliceHeader] = field(default_factory=list)
+
+    def name(self) -> str:
+        """The file's path; a series' folder, SeriesInstanceUID, description and file count."""
+        if len(self.paths) == 1:
+            return display_path(self.paths[0])
+        first = self.headers[0]
+        description = f' "{first.description}"' if first.description else ""
+        return f"{display_path(os.path.dirname(self.paths[0]))} (series {first.series_uid}{description}, {len(self.paths)} files)"
+
+
 @dataclass
 class SeriesItems(ItemSource):
     """Image files where the slices of one DICOM series (one folder, one SeriesInstanceUID)
-    form one item ``(C, slices, H, W)``, ordered along the patient axis."""
+    form one item ``(C, slices, H, W)``, ordered along the patient axis.
 
-    groups: list[list[str]]
+    A file that repeats an earlier slice (the same SOPInstanceUID, position and
+    InstanceNumber, and the same pixels, as PACS exports may hold) is counted once, with a
+    note naming both files. A bad slice makes the whole series fail, naming that slice.
+    """
+
+    groups: list[Series]
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def name(self, index: int) -> str:
-        group = self.groups[index]
-        if len(group) == 1:
-            return display_path(group[0])
-        return f"{display_path(os.path.dirname(group[0]))} (series of {len(group)} slices)"
+        return self.groups[index].name()
 
     def path(self, index: int) -> str | None:
-        return self.groups[index][0] if len(self.groups[index]) == 1 else None
+        return self.groups[index].paths[0] if len(self.groups[index].paths) == 1 else None
 
     def key(self, index: int) -> str:
-        return self.groups[index][0]
+        return self.groups[index].paths[0]
 
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
-        return read_image(self.groups[index][0], options)  # one slice tells the layout
+        return self._read_slice(index, 0, options)  # one slice tells the layout
 
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
-        group = self.groups[index]
-        slices = [read_image(path, options) for path in group]
-        first = slices[0]
-        for path, image in zip(group[1:], slices[1:]):
-            if image.pixels.shape != first.pixels.shape or image.pixels.dtype != first.pixels.dtype:
-                raise ReadError(path, f"slice of shape {image.pixels.shape} ({image.pixels.dtype}) in a series of "
-                                      f"{first.pixels.shape} ({first.pixels.dtype}) slices")
+        series = self.groups[index]
+        slices = [self._read_slice(index, position, options) for position in range(len(series.paths))]
         if len(slices) == 1:
-            return first
-        pixels = np.stack([image.pixels for image in slices], axis=1)
-        notes = tuple(sorted({note for image in slices for note in image.notes}))
-        return DecodedImage(pixels=pixels, channels=first.channels, spacing=first.spacing, notes=notes)
+            return slices[0]
+        paths, slices, note = _without_repeats(series, slices)
+        _check_alike(self.name(index), paths, slices)
+        volume = _stack(slices)
+        return replace(volume, notes=tuple(sorted(set(volume.notes) | {note}))) if note else volume
+
+    def _read_slice(self, index: int, position: int, options: ReadOptions) -> DecodedImage:
+        """One file of item ``index``; in a series, a failure names the series and the slice."""
+        paths = self.groups[index].paths
+        if len(paths) == 1:
+            return read_image(paths[0], options)
+        try:
+            return read_image(paths[position], options)
+        except ReadError as error:
+            raise ReadError(self.name(index), f"its slice {display_path(paths[position])} (file {position + 1} "
+                                              f"of {len(paths)}): {error.reason}") from None
 
 
-def group_dicom_series(paths: list[str]) -> list[list[str]]:
+def _without_repeats(series: Series, slices: list[DecodedImage]) -> tuple[list[str], list[DecodedImage], str | None]:
+    """The slices with each repeated instance dropped (same SOPInstanceUID, position, number
+    and pixels), and a note naming the repeats (None: there were none)."""
+    first_seen: dict[tuple, tuple[str, DecodedImage]] = {}
+    paths, kept, repeats = [], [], []
+    for path, header, image in zip(series.paths, series.headers, slices):
+        earlier = first_seen.get(header.instance) if header.instance_uid else None
+        if earlier is not None and _same_pixels(earlier[1], image):
+            repeats.append(f"{display_path(path)} repeats {display_path(earlier[0])}")
+            continue
+        first_seen.setdefault(header.instance, (path, image))
+        paths.append(path)
+        kept.append(image)
+    if not repeats:
+        return paths, kept, None
+    note = (f"{series.name()}: {len(repeats)} file(s) repeat an instance (same SOPInstanceUID and pixels) "
+            f"and were counted once: {'; '.join(repeats)}")
+    return paths, kept, note
+
+
+def _same_pixels(first: DecodedImage, second: DecodedImage) -> bool:
+    return first.pixels.dtype == second.pixels.dtype and np.array_equal(first.pixels, second.pixels)
+
+
+def _check_alike(name: str, paths: list[str], slices: list[DecodedImage]) -> None:
+    """Every slice must have the first one's shape, dtype and channels."""
+    first = slices[0]
+    for path, image in zip(paths[1:], slices[1:]):
+        if (image.pixels.shape, image.pixels.dtype, image.channels) != (first.pixels.shape, first.pixels.dtype, first.channels):
+            raise ReadError(name, f"its slice {display_path(path)} is {_describe(image)}, but {display_path(paths[0])} "
+                                  f"is {_describe(first)}")
+
+
+def _describe(image: DecodedImage) -> str:
+    return f"{'x'.join(map(str, image.pixels.shape[1:]))} {image.pixels.dtype} ({', '.join(image.channels)})"
+
+
+def _stack(slices: list[DecodedImage]) -> DecodedImage:
+    """Slices of one shape as one ``(C, slices, H, W)`` image that keeps every property of the
+    first slice (significant bits: the largest declared, none if a slice declares none)."""
+    first = slices[0]
+    declared = {image.significant_bits for image in slices}
+    return replace(
+        first,
+        pixels=np.stack([image.pixels for image in slices], axis=1),
+        notes=tuple(sorted({note for image in slices for note in image.notes})),
+        palette=any(image.palette for image in slices),
+        significant_bits=None if None in declared else max(declared),
+    )
+
+
+def group_dicom_series(paths: list[str]) -> list[Series]:
     """Group DICOM slices by folder and SeriesInstanceUID (other files stay alone), in path order."""
-    from ..readers import reader_for
-    from ..readers import dicom
+    from ..readers import dicom, reader_for
 
     groups: dict[tuple, list[tuple]] = {}
-    order: list[tuple] = []
     for position, path in enumerate(paths):
-        key: tuple = ("file", position)
-        sort_key: tuple = (0.0, 0)
-        if reader_for(path) is dicom.read:
-            header = dicom.series_header(path)
-            if header is not None:
-                key = ("series", os.path.dirname(path), header[0])
-                sort_key = header[1:]
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append((sort_key, position, path))
-    return [[path for _, _, path in sorted(groups[key])] for key in order]
+        header = slice_header(path) if reader_for(path) is dicom.read else None
+        key = ("series", os.path.dirname(path), header.series_uid) if header else ("file", position)
+        groups.setdefault(key, []).append((header, position, path))
+    return [_series(members) for members in groups.values()]
+
+
+def _series(members: list[tuple]) -> Series:
+    if members[0][0] is None:
+        return Series([members[0][2]])
+    members = sorted(members, key=lambda member: (member[0].position, member[0].number, member[1]))
+    return Series([path for _, _, path in members], [header for header, _, _ in members])
+
+
+def slice_header(path: str) -> SliceHeader | None:
+    """The grouping header of a DICOM file, or None if it has no SeriesInstanceUID or cannot be read
+    (the reader reports a broken file later, by name)."""
+    try:
+        import pydicom
+
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            "SeriesInstanceUID", "SeriesDescription", "SOPInstanceUID", "InstanceNumber", "ImagePositionPatient"])
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        if not uid:
+            return None
+        position = header.get("ImagePositionPatient")
+        return SliceHeader(
+            series_uid=uid,
+            description=str(header.get("SeriesDescription", "") or "").strip(),
+            instance_uid=str(header.get("SOPInstanceUID", "") or ""),
+            position=float(position[2]) if position else 0.0,
+            number=int(header.get("InstanceNumber", 0) or 0),
+        )
+    except Exception:  # pydicom missing, or a broken header
+        return None
 
 
 @dataclass
@@ -199,7 +314,8 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
 def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, int]:
     """(ItemSource, number of non-image files passed over) for any supported source.
 
-    With ``dicom_series``, the slices of a DICOM series form one item.
+    With ``dicom_series``, the slices of a DICOM series form one item. The item source's
+    ``hidden`` says how many hidden files and folders were skipped unread.
     """
     from ..sources import find_images
 
@@ -207,11 +323,9 @@ def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, 
         return source, 0
     if isinstance(source, (str, bytes, os.PathLike)) or _is_path_list(source):
         found = find_images(source)
-        if dicom_series:
-            groups = group_dicom_series(found.paths)
-            if len(groups) < len(found.paths):
-                return SeriesItems(groups), found.ignored
-        return FileItems(found.paths), found.ignored
+        items = _file_items(found.paths, dicom_series)
+        items.hidden = found.hidden
+        return items, found.ignored
     if "torch" in sys.modules:
         import torch
 
@@ -227,6 +341,15 @@ def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, 
         f"cannot read images from a {type(source).__name__}: expected a path, glob, list of paths, "
         "text file, map-style Dataset, tensor or array"
     )
+
+
+def _file_items(paths: list[str], dicom_series: bool) -> ItemSource:
+    """The files as items: each its own, or DICOM series grouped where there are some."""
+    if dicom_series:
+        groups = group_dicom_series(paths)
+        if len(groups) < len(paths):
+            return SeriesItems(groups)
+    return FileItems(paths)
 
 
 def _is_path_list(source: Any) -> bool:

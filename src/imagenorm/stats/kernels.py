@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..compiled import kernel
+
 BANKS = 2
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _count_interleaved(flat, channels, banks):  # pragma: no cover - compiled
     """Add ``flat`` (pixels of ``channels`` interleaved samples) into ``banks[2, C, bins]``."""
     pixels = flat.size // channels
@@ -32,7 +34,7 @@ def _count_interleaved(flat, channels, banks):  # pragma: no cover - compiled
             banks[0, channel, flat[last + channel]] += 1
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _count_rgb(flat, banks):  # pragma: no cover - compiled
     """The 3-channel case unrolled: the common RGB image."""
     pixels = flat.size // 3
@@ -50,7 +52,7 @@ def _count_rgb(flat, banks):  # pragma: no cover - compiled
             banks[0, channel, flat[j + channel]] += 1
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _count_from(flat, low, counts):  # pragma: no cover - compiled
     """counts[v - low] += 1 for each value v of ``flat`` (all known to lie in counts' range)."""
     for i in range(flat.size):
@@ -113,7 +115,7 @@ def warm_up(dtype: np.dtype, channels: int) -> None:
     count_values(sample, np.zeros((BANKS, channels, 1 << (8 * np.dtype(dtype).itemsize)), np.int64))
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _float_row_moments(row, out):  # pragma: no cover - compiled
     """out = [count, mean, m2, min, max, nonfinite] of the finite values of ``row`` (float64,
     compensated sums: relative error near machine precision whatever the length)."""
@@ -175,7 +177,7 @@ def _bin_index(value, low, scale, bins):  # pragma: no cover - compiled
     return index
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _bin_float_row(row, low, scale, bins, counts):  # pragma: no cover - compiled
     for i in range(row.size):
         value = np.float64(row[i])
@@ -183,13 +185,13 @@ def _bin_float_row(row, low, scale, bins, counts):  # pragma: no cover - compile
             counts[_bin_index(value, low, scale, bins)] += 1
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _bin_indices(row, low, scale, bins, out):  # pragma: no cover - compiled
     for i in range(row.size):
         out[i] = _bin_index(np.float64(row[i]), low, scale, bins)
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _select_in_bins(row, low, scale, bins, wanted, out):  # pragma: no cover - compiled
     kept = 0
     for i in range(row.size):

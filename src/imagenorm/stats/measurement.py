@@ -29,7 +29,8 @@ class Measurement:
     notes: frozenset[str] = frozenset()  # what readers decided (e.g. MONOCHROME1 policy)
     rows: list[dict] = field(default_factory=list)  # per-image audit rows, in item order
     dtypes: frozenset[str] = frozenset()  # the dtypes the images were decoded in
-    promotable: bool = True  # every image in physical units or float (other dtypes may join)
+    units: frozenset[str] = frozenset()  # what the values meant: "physical", "float", "raw"
+    scaled: frozenset[str] = frozenset()  # integer dtypes divided by their maximum (mixed_depth="scale")
 
     def merge(self, other: "Measurement") -> "Measurement":
         """Both parts together (reductions: state merge, sums, union, concatenation in order)."""
@@ -44,8 +45,15 @@ class Measurement:
             notes=self.notes | other.notes,
             rows=self.rows + other.rows,
             dtypes=self.dtypes | other.dtypes,
-            promotable=self.promotable and other.promotable,
+            units=self.units | other.units,
+            scaled=self.scaled | other.scaled,
         )
+
+    def joins(self, other: "Measurement", scale: bool) -> str | None:
+        """Why the two cannot be measured together (None: they can); see :func:`joinable`."""
+        if self.units and other.units:
+            return joinable(self.units | other.units, (self.dtypes - self.scaled) | (other.dtypes - other.scaled), scale)
+        return None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Named arrays (one of them JSON text): how a checkpoint stores the record."""
@@ -57,7 +65,7 @@ class Measurement:
                 arrays.update({f"spread_{part}.{key}": value for key, value in spread_arrays.items()})
         meta = {"state": state_meta, "files": self.files, "skipped": self.skipped, "palette": self.palette,
                 "bits": self.bits, "notes": sorted(self.notes), "rows": self.rows, "dtypes": sorted(self.dtypes),
-                "promotable": self.promotable}
+                "units": sorted(self.units), "scaled": sorted(self.scaled)}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -72,8 +80,29 @@ class Measurement:
         measurement = cls(state=State.from_arrays(meta["state"], _part(arrays, "state.")), spread=spread,
                           files=meta["files"], skipped=[tuple(s) for s in meta["skipped"]], palette=meta["palette"],
                           bits=meta["bits"], notes=frozenset(meta["notes"]), rows=meta["rows"],
-                          dtypes=frozenset(meta["dtypes"]), promotable=meta["promotable"])
+                          dtypes=frozenset(meta["dtypes"]), units=frozenset(meta["units"]),
+                          scaled=frozenset(meta["scaled"]))
         return measurement, meta
+
+
+def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool) -> str | None:
+    """Why values of these ``units`` and (unscaled) ``dtypes`` do not share units, or None.
+
+    Physical units (HU, NIfTI values) and floats promote to a common type; raw integer values
+    of one dtype share units; raw values of several dtypes, or raw values with floats, only in
+    the [0, 1] scale (``scale``); raw values never with physical ones.
+    """
+    if "raw" not in units:
+        return None
+    if "physical" in units:
+        return "values in physical units (DICOM modality values, NIfTI) and raw pixel values do not share units"
+    if scale:
+        return None
+    if "float" in units:
+        return "raw integer values and float values do not share units"
+    if len({name for name in dtypes if np.dtype(name).kind in "ui"}) > 1:
+        return "raw values of different bit depths do not share units"
+    return None
 
 
 def _part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -19,6 +19,10 @@ from .state import State, common_dtype
 from .summary import Summary
 
 
+#: Every integer dtype (values in physical units are raw units whatever their container).
+INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
+
+
 def value_scale_of(dtype: str) -> float:
     """The dtype's maximum for integers (255, 65535, ...), 1 for floats."""
     kind = np.dtype(dtype)
@@ -62,6 +66,7 @@ class DatasetStats:
     flagged: list[dict] | None = None  # images that stand out (per-image audit)
     audit_rows: list[dict] | None = field(default=None, repr=False, compare=False)  # not saved
     source: str | None = field(default=None, compare=False)  # the stats file it was loaded from
+    read_options_recorded: bool = field(default=True, compare=False)  # False: a file from before the record
 
     # --- the measurement -------------------------------------------------------
     @property
@@ -89,10 +94,11 @@ class DatasetStats:
     def notes(self) -> list[str]:
         """What readers decided (e.g. a MONOCHROME1 policy) and what was promoted."""
         notes = set(self.measurement.notes)
-        if len(self.source_dtypes) > 1:
-            sources = " and ".join(self.source_dtypes)
-            notes.add(f"{sources} images measured together in the [0, 1] scale" if self.read_options.mixed_depth == "scale"
-                      else f"{sources} images measured together as {self.dtype}")
+        scaled = self.measurement.scaled
+        if scaled:
+            notes.add(f"{' and '.join(sorted(scaled))} images measured in the [0, 1] scale (each divided by its dtype's maximum)")
+        if len(self.source_dtypes) > 1 and len(set(self.source_dtypes) - scaled) > 1:
+            notes.add(f"{' and '.join(sorted(set(self.source_dtypes) - scaled))} images measured together as {self.dtype}")
         return sorted(notes)
 
     @property
@@ -102,10 +108,13 @@ class DatasetStats:
 
     @property
     def raw_input_dtypes(self) -> tuple[str, ...]:
-        """Integer dtypes whose values are raw units of these statistics (transforms take them as is)."""
-        if self.read_options.mixed_depth == "scale":
-            return ()
-        return tuple(name for name in self.source_dtypes if np.dtype(name).kind in "ui")
+        """Integer dtypes whose values are raw units of these statistics (transforms take them as
+        is): every integer type for values in physical units (HU in int16 or int32 alike), else
+        the measured ones that were not scaled to [0, 1]."""
+        if "physical" in self.measurement.units:
+            return INTEGER_DTYPES
+        return tuple(name for name in self.source_dtypes
+                     if np.dtype(name).kind in "ui" and name not in self.measurement.scaled)
 
     @property
     def significant_bits(self) -> int | None:
@@ -168,11 +177,25 @@ class DatasetStats:
                     f"{FLOAT_BINS} bins brackets the target ranks, a third pass collects the values inside them")
         return f"histogram of {FLOAT_BINS} bins between min and max (second pass); error at most one bin width"
 
-    def normalize_line(self, digits: int = 4) -> str:
-        """A paste-ready torchvision ``Normalize`` in the [0, 1] scale."""
+    @property
+    def has_unit_scale(self) -> bool:
+        """Whether raw / ``value_scale`` is a meaningful [0, 1] scale: 8- and 16-bit integers
+        (as torchvision's ``ToDtype(scale=True)``) and floats, not int32 values such as HU."""
+        kind = np.dtype(self.dtype)
+        return kind.kind == "f" or kind.kind in "ui" and kind.itemsize <= 2
+
+    def normalize_line(self, digits: int = 6) -> str:
+        """A paste-ready torchvision ``Normalize`` in the [0, 1] scale, ``digits`` significant digits.
+
+        Raises:
+            ImagenormError: the data have no [0, 1] scale (e.g. int32 HU after a DICOM rescale).
+        """
+        if not self.has_unit_scale:
+            raise ImagenormError(f"{self.dtype} values (e.g. HU after a DICOM rescale) have no [0, 1] scale; "
+                                 "normalize with imagenorm's transforms, which take raw values")
         scale = self.value_scale
-        mean = ", ".join(f"{m / scale:.{digits}f}" for m in self.mean)
-        std = ", ".join(f"{s / scale:.{digits}f}" for s in self.std)
+        mean = ", ".join(f"{m / scale:.{digits}g}" for m in self.mean)
+        std = ", ".join(f"{s / scale:.{digits}g}" for s in self.std)
         return f"transforms.Normalize(mean=[{mean}], std=[{std}])"
 
     # --- merging ---------------------------------------------------------------
@@ -191,9 +214,9 @@ class DatasetStats:
             key = next(k for k in mine if mine[k] != theirs[k])
             raise ImagenormError(f"cannot merge statistics measured with {key}={mine[key]!r} "
                                  f"and with {key}={theirs[key]!r}")
-        if self.dtype != other.dtype and not (self.measurement.promotable and other.measurement.promotable):
-            raise ImagenormError(f"cannot merge statistics of {self.dtype} and {other.dtype} raw values (their units "
-                                 "differ); measure both with mixed_depth='scale'")
+        why = self.measurement.joins(other.measurement, self.read_options.mixed_depth == "scale")
+        if why is not None:
+            raise ImagenormError(f"cannot merge statistics of {self.dtype} and {other.dtype} values: {why}")
         measurement = self.measurement.merge(other.measurement)
         dtype = measurement.state.dtype if measurement.state.exact else common_dtype(self.dtype, other.dtype)
         return DatasetStats(
@@ -216,6 +239,21 @@ class DatasetStats:
 
         distributed.process_group(group)
         return distributed.gather_merge(self, group)
+
+    def reading(self, **given: Any) -> ReadOptions:
+        """How to read images to normalize them with these statistics: as they were measured.
+
+        Given options (None: not given) may repeat the recorded ones, never change them. A
+        stats file from before the record says what it can (alpha, mask, MONOCHROME1 policy);
+        given options then complete it without conflict.
+
+        Raises:
+            OptionConflictError: a given option differs from the recorded one, naming both.
+        """
+        if not self.read_options_recorded:
+            return ReadOptions.from_keywords(**{**self.read_options.to_dict(),
+                                                **{key: value for key, value in given.items() if value is not None}})
+        return self.read_options.with_given(self.source or "the statistics", **given)
 
     def replace(self, **changes: Any) -> "DatasetStats":
         """A copy with ``changes`` (derived numbers recomputed)."""

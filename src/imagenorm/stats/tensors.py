@@ -118,6 +118,6 @@ class StatsAccumulator:
         else:
             state = self.moments
         measurement = Measurement(state, self.spread, files=self.images, dtypes=frozenset({self.dtype}),
-                                  promotable=self.moments is not None)
+                                  units=frozenset({"float" if self.moments is not None else "raw"}))
         return DatasetStats(dtype=self.dtype, channel_names=array_channels(state.channels), measurement=measurement,
                             created_by="imagenorm StatsAccumulator")
