@@ -62,7 +62,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, many_images, rng):
     from imagenorm.stats.measurement import Measurement
     from imagenorm.stats.histogram import IntegerHistogram
 
-    Checkpoint(str(checkpoint)).save(Measurement(IntegerHistogram.empty("uint16", 3)), 1, "another run")
+    Checkpoint(str(checkpoint)).save(Measurement(IntegerHistogram.empty("uint16", 3)), 1, ("another run", "other files"))
     with pytest.raises(imagenorm.ImagenormError, match="is a checkpoint of another run"):
         stats_api(many_images, checkpoint=str(checkpoint))
 
@@ -88,3 +88,26 @@ def test_interrupted_float_run_resumes_exactly(tmp_path, rng):
     plain = imagenorm.compute_stats(data)
     assert resumed.channels == plain.channels and resumed.pooled == plain.pooled
     assert not os.path.exists(checkpoint)
+
+
+def test_a_file_changed_after_the_kill_is_not_resumed_over(tmp_path, rng):
+    """The checkpoint knows each counted file's size and modification time."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(130):
+        np.save(data / f"{index:03d}.npy", np.full((4, 4), 99, np.uint8))
+    checkpoint = str(tmp_path / "c.ckpt")
+    calls = []
+
+    def interrupt(done):
+        calls.append(done)
+        if len(calls) == 2:  # after the first chunk of 64 was saved
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1), progress=interrupt)
+    assert os.path.exists(checkpoint)
+    np.save(data / "000.npy", np.full((4, 4), 250, np.uint8))  # counted before the kill, rewritten after
+    os.utime(data / "000.npy", ns=(1, 1))
+    with pytest.raises(imagenorm.ImagenormError, match="files changed since this checkpoint was saved"):
+        imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1))

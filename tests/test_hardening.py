@@ -116,3 +116,95 @@ def test_kernels_compile_without_a_cache_folder():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.split()[0] == "7.5"
+
+
+def topics(stats, **options) -> dict[str, str]:
+    from imagenorm.advice import advise
+
+    return {advice.topic: str(advice) for advice in advise(stats, **options)}
+
+
+def test_outlier_advice_is_quiet_on_a_clean_gaussian_and_speaks_for_a_hot_pixel(rng):
+    clean = rng.standard_normal((1, 1000, 1000))
+    assert "outliers" not in topics(imagenorm.compute_stats(clean))
+    hot = clean.copy()
+    hot[0, 0, 0] = 1000.0
+    assert "outliers" in topics(imagenorm.compute_stats(hot))
+
+
+def test_channel_advice_looks_at_stds_too(rng):
+    same_means = np.stack([rng.normal(0.5, 0.01, (100, 100)), rng.normal(0.5, 0.12, (100, 100)),
+                           rng.normal(0.5, 0.05, (100, 100))])
+    assert "per-channel statistics" in topics(imagenorm.compute_stats(same_means))["channels"]
+    alike = rng.normal(0.5, 0.1, (3, 100, 100))
+    assert "pooled statistics would do" in topics(imagenorm.compute_stats(alike))["channels"]
+
+
+def test_memory_advice_counts_every_voxel_of_a_masked_volume():
+    volume = np.zeros((1, 100, 100, 100), np.int16)
+    volume[0, :10] = 500  # a 10% foreground
+    stats = imagenorm.compute_stats(volume, mask="nonzero")
+    assert stats.pooled.count == 100_000
+    advice = topics(stats, memory_bytes=8_000_000)["memory"]  # 4 MB of float32 output: half of it
+    assert "on the fly" in advice and "50.0%" in advice
+
+
+@pytest.mark.parametrize("scaled_up", [False, True])
+def test_significant_bits_advice_follows_the_values(tmp_path, rng, scaled_up):
+    """A spec-compliant 12-bit PNG holds its values scaled up to 16 bits: no 'divide by 4095'."""
+    import struct
+    import zlib
+
+    values = rng.integers(0, 4096, (9, 9), dtype=np.uint16)
+    write_png(tmp_path / "a.png", values * 16 + values // 256 if scaled_up else values)  # PNG's left-bit replication
+    data = (tmp_path / "a.png").read_bytes()
+    chunk = struct.pack(">I", 1) + b"sBIT" + bytes([12]) + struct.pack(">I", zlib.crc32(b"sBIT" + bytes([12])))
+    (tmp_path / "a.png").write_bytes(data[:33] + chunk + data[33:])
+    output = invoke("stats", tmp_path / "a.png").output
+    assert "declare 12 significant bits" in output
+    assert ("divide by 4095" in output) is not scaled_up
+    assert ("scaled up to the container's range" in output) is scaled_up
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["channels"][0].update(std=-1.0), "negative std"),
+    (lambda d: d["channels"][0].update(min=300, max=200), "which no data have"),
+    (lambda d: d["pooled"].update(mean=float("nan")), "not a finite number"),
+    (lambda d: d["channels"][0].update(mean=d["channels"][0]["mean"] + 1), "but its histogram gives"),
+    (lambda d: d["channels"][0].update(count=d["channels"][0]["count"] - 1), "but its histogram gives"),
+])
+def test_a_stats_file_is_validated_as_data(tmp_path, rng, change, message):
+    document = imagenorm.compute_stats(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)).to_dict()
+    change(document)
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    with pytest.raises(imagenorm.StatsFileError, match=message):
+        imagenorm.DatasetStats.load(tmp_path / "s.json")
+    result = invoke("show", tmp_path / "s.json")
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "s.json" in result.output
+
+
+def test_every_image_refused_says_why(data):
+    with pytest.raises(imagenorm.EmptyDatasetError, match="the first: .*0.png: 30 pixels exceed the limit of 10"):
+        imagenorm.compute_stats(data, max_pixels=10, on_error="skip")
+
+
+def test_merged_float_stats_show_no_nan_percentiles(tmp_path, rng):
+    a = imagenorm.compute_stats(rng.normal(size=(1, 8, 8)))
+    merged = a.merge(imagenorm.compute_stats(rng.normal(size=(1, 8, 8))))
+    merged.save(tmp_path / "m.json")
+    result = invoke("show", tmp_path / "m.json")
+    assert result.exit_code == 0 and "nan" not in result.output.lower()
+    assert "unavailable: percentiles of float data do not merge" in result.output
+
+
+def test_plot_leaves_the_users_matplotlib_alone(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    stats = imagenorm.compute_stats(rng.integers(0, 256, (1, 8, 8), dtype=np.uint8))
+    from imagenorm.plot import plot_histograms, units_label
+
+    plot_histograms(stats, tmp_path / "h.png")
+    assert matplotlib.get_backend() == backend and (tmp_path / "h.png").stat().st_size > 1000
+    assert units_label(stats) == "raw uint8 value ([0, 1] scale = raw / 255)"

@@ -229,7 +229,7 @@ def test_dicom_series_is_one_image(tmp_path):
     expected += ct_series(tmp_path / "patient2", count=2, shift=500)
     stats = imagenorm.compute_stats(tmp_path, audit=True)
     assert stats.files == 2 and len(stats.audit_rows) == 2
-    assert stats.audit_rows[0]["path"].endswith("patient1 (series of 3 slices)")
+    assert stats.audit_rows[0]["path"].endswith("patient1 (series 1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322, 3 files)")
     assert stats.audit_rows[0]["shape"] == "3x128x128"
     assert_matches_reference(stats, reference(expected))
     assert imagenorm.compute_stats(tmp_path, dicom_series=False).files == 5

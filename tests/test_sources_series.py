@@ -152,6 +152,14 @@ class TestDicomSeries:
         assert "1 file(s) repeat an instance" in note
         assert note.endswith(f"{tmp_path / 'mr' / 'slice_01b.dcm'} repeats {tmp_path / 'mr' / 'slice_01.dcm'}")
 
+    def test_a_slice_exported_twice_is_one_image(self, tmp_path):
+        [slice_] = mr_series(tmp_path / "mr", 1)
+        shutil.copy(tmp_path / "mr" / "slice_00.dcm", tmp_path / "mr" / "slice_00b.dcm")
+        stats = imagenorm.compute_stats(tmp_path / "mr", audit=True)
+        assert stats.files == 1 and stats.audit_rows[0]["shape"] == "64x64"
+        assert_matches_reference(stats, reference([slice_]))
+        assert any("slice_00b.dcm repeats" in note for note in stats.notes)
+
     def test_same_instance_uid_with_other_pixels_is_kept(self, tmp_path):
         slices = mr_series(tmp_path / "mr", 2)
         dataset = pydicom.dcmread(tmp_path / "mr" / "slice_01.dcm")

@@ -18,8 +18,11 @@ from .stats.result import DatasetStats
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: min/max spanning more than this many times the 0.5-99.5 percentile range means outliers.
-OUTLIER_SPAN = 1.5
+#: min or max beyond the 0.5-99.5 percentile range by more than this many times its width means
+#: outliers (a Gaussian's extremes lie within about 0.3-0.7 widths of it even for 10^8 samples).
+OUTLIER_SPAN = 1.0
+#: channel stds that differ by more than this factor need per-channel statistics.
+CHANNEL_STD_RATIO = 1.25
 #: image means spread over more than this fraction of the pixel std means images differ.
 IMAGE_SPREAD = 0.5
 #: channel means apart by more than this fraction of the pooled std means channels differ.
@@ -45,15 +48,19 @@ def advise(stats: DatasetStats, memory_bytes: int | None = None) -> list[Advice]
 def _outliers(stats: DatasetStats) -> Advice | None:
     worst, name = 0.0, ""
     for channel, summary in zip(stats.channel_names, stats.channels):
-        core = summary.percentiles.get("99.5", 0) - summary.percentiles.get("0.5", 0)
-        if core > 0 and (summary.max - summary.min) / core > worst:
-            worst, name = (summary.max - summary.min) / core, channel
+        low, high = summary.percentiles.get("0.5"), summary.percentiles.get("99.5")
+        if low is None or high is None or high <= low:
+            continue
+        beyond = max(summary.max - high, low - summary.min) / (high - low)
+        if beyond > worst:
+            worst, name = beyond, channel
     if worst <= OUTLIER_SPAN:
         return None
     return Advice(
         "outliers",
         "percentile scaling (--method percentile, PercentileScale): clip to the 0.5-99.5 percentiles",
-        f"in channel {name} min-max spans {worst:.1f}x the 0.5-99.5 percentile range, so min-max scaling would squeeze most pixels into a narrow band",
+        f"in channel {name} the min or max lies {worst:.1f}x the 0.5-99.5 percentile range beyond it, so min-max "
+        "scaling would squeeze most pixels into a narrow band",
     )
 
 
@@ -79,15 +86,19 @@ def _channels(stats: DatasetStats) -> Advice | None:
         return Advice("channels", "one channel: per-channel and pooled are the same", "the data have a single channel")
     pooled = stats.pooled
     apart = max(abs(s.mean - pooled.mean) for s in stats.channels) / pooled.std if pooled.std > 0 else 0.0
-    if apart > CHANNEL_SPREAD:
+    stds = [s.std for s in stats.channels]
+    ratio = max(stds) / min(stds) if min(stds) > 0 else float("inf")
+    if apart > CHANNEL_SPREAD or ratio > CHANNEL_STD_RATIO:
         return Advice("channels", "per-channel statistics (the default; not --pooled)",
-                      f"channel means lie up to {apart:.2f} pooled stds from the pooled mean")
-    return Advice("channels", "pooled statistics would do (--pooled)", f"channel means lie within {apart:.2f} pooled stds of each other")
+                      f"channel means lie up to {apart:.2f} pooled stds from the pooled mean; channel stds differ "
+                      f"up to {ratio:.2f}x")
+    return Advice("channels", "pooled statistics would do (--pooled)",
+                  f"channel means lie within {apart:.2f} pooled stds of each other and their stds within {ratio:.2f}x")
 
 
 def _memory(stats: DatasetStats, memory_bytes: int | None) -> Advice:
     memory = memory_bytes or _physical_memory()
-    needed = stats.pooled.count * 4
+    needed = (stats.measurement.voxels or stats.pooled.count) * 4  # every voxel is normalized, masked or not
     share = needed / memory if memory else float("inf")
     size = f"the normalized float32 dataset takes {needed / 2**30:.2f} GiB, {100 * share:.1f}% of this machine's {memory / 2**30:.1f} GiB"
     if share <= 0.25:

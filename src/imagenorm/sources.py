@@ -33,7 +33,7 @@ from .readers import is_image_path
 
 PathSource = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 _GLOB_CHARACTERS = set("*?[")
-_Identity = tuple
+_Identity = tuple[int, int]  # (device, inode)
 
 
 @dataclass
@@ -74,8 +74,8 @@ class _Finder:
         self.found = FoundImages()
         self.matched = 0  # images met (duplicates included), to tell which named item met none
         self.images: set[_Identity] = set()
-        self.passed_over: set[_Identity] = set()
-        self.open_lists: list[tuple[_Identity, str]] = []
+        self.passed_over: set[object] = set()  # identities, or paths where a file cannot be stat'ed
+        self.open_lists: list[tuple[_Identity | None, str]] = []  # the lists being read, outermost first
 
     def add(self, item: str, listed_in: str | None = None) -> None:
         """Expand one named item; a folder, glob or list that yields no image is an error."""

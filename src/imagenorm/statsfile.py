@@ -10,6 +10,7 @@ from the fields that :func:`load` returns.
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import datetime, timezone
 from typing import Any
@@ -46,11 +47,13 @@ def to_dict(stats) -> dict[str, Any]:
         "source_dtypes": list(stats.source_dtypes),
         "units": sorted(stats.measurement.units),
         "scaled_dtypes": sorted(stats.measurement.scaled),
+        "voxels": stats.measurement.voxels,
         "value_scale": _number(stats.value_scale),
         "significant_bits": stats.significant_bits,
         "exact": stats.exact,
         "files": stats.files,
         "ignored_non_images": stats.ignored,
+        "hidden_skipped": stats.hidden,
         "skipped": stats.skipped,
         "channel_names": list(stats.channel_names),
         "read_options": stats.read_options.to_dict(),
@@ -167,6 +170,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         state = IntegerHistogram.empty(dtype, len(names))
         for index, entry in enumerate(channels):
             _fill_histogram(state, index, _field(entry, "histogram", dict, f"channels[{index}]"))
+            _check_agrees(entry, state.summary(index), f"channels[{index}]")
         float_percentiles = float_histograms = None
     else:
         state = _moments_from(channels)
@@ -187,6 +191,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         dtypes=frozenset(document.get("source_dtypes", [dtype])),
         units=frozenset(document.get("units", ["float" if kind.kind == "f" else "raw"])),
         scaled=frozenset(document.get("scaled_dtypes", [])),
+        voxels=int(document.get("voxels", 0)),
     )
     return dict(
         dtype=dtype,
@@ -195,6 +200,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         read_options=_read_options(document),
         read_options_recorded="read_options" in document,
         ignored=int(document.get("ignored_non_images", 0)),
+        hidden=int(document.get("hidden_skipped", 0)),
         alpha=str(document.get("alpha", "none")),
         float_percentiles=float_percentiles,
         percentile_error=None if errors is None else [*errors["channels"], errors["pooled"]],
@@ -245,6 +251,31 @@ def _check_summary(entry: Any, where: str) -> None:
     missing = [percentile_key(q) for q in PERCENTILES if percentile_key(q) not in percentiles]
     if missing and percentiles:
         raise StatsFileError(f"'{where}.percentiles' lacks {missing}")
+    _check_values(entry, where)
+
+
+def _check_values(entry: dict, where: str) -> None:
+    """Numbers that no measurement gives: NaN, a negative count or std, min above max."""
+    for key in ("mean", "std", "min", "max"):
+        if not math.isfinite(entry[key]):
+            raise StatsFileError(f"'{where}.{key}' is {entry[key]}, not a finite number")
+    if entry["count"] < 0 or entry["std"] < 0:
+        raise StatsFileError(f"'{where}' has a negative {'count' if entry['count'] < 0 else 'std'}")
+    slack = 1e-9 * (abs(entry["min"]) + abs(entry["max"]))  # a float mean may round just past a bound
+    if entry["min"] > entry["max"] or not entry["min"] - slack <= entry["mean"] <= entry["max"] + slack:
+        raise StatsFileError(f"'{where}' has min {entry['min']}, mean {entry['mean']} and max {entry['max']}, "
+                             "which no data have")
+    for key, value in entry["percentiles"].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise StatsFileError(f"'{where}.percentiles.{key}' is {value!r}, not a finite number")
+
+
+def _check_agrees(entry: dict, summary: Summary, where: str) -> None:
+    """The stated numbers of integer data must be those of their histogram."""
+    for key in ("count", "mean", "std", "min", "max"):
+        stated, counted = entry[key], getattr(summary, key)
+        if not math.isclose(stated, counted, rel_tol=1e-9, abs_tol=1e-12):
+            raise StatsFileError(f"'{where}.{key}' is {stated}, but its histogram gives {counted}")
 
 
 def _fill_histogram(state: IntegerHistogram, channel: int, histogram: dict) -> None:

@@ -85,17 +85,26 @@ class _OptionsInState(nn.Module):
             raise OptionError(f"the state of this {type(self).__name__} is malformed ({type(error).__name__}: {error})") from None
         self._affine_key = None  # options changed: recompute the map
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        """The state defines the transform: its options first, then buffers of the state's shapes."""
-        extra = state_dict.get(prefix + "_extra_state")
-        if extra is not None:
-            self.set_extra_state(extra)
-        elif strict:
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``; a state without the options is refused when ``strict``.
+
+        Raises:
+            OptionError: the state is another transform's, or (``strict``) says nothing of the units.
+        """
+        if strict and "_extra_state" not in state_dict:
             raise OptionError(
-                f"the state_dict has no {prefix}_extra_state, so it does not say the units and options of this "
+                f"the state_dict has no _extra_state, so it does not say the units and options of this "
                 f"{type(self).__name__} (saved by an older imagenorm?); build the transform with them and "
                 "load with strict=False to take only its statistics"
             )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        """The state defines the transform: its options first, then buffers of the state's shapes.
+        (Inside a larger model, a state without the options is torch's missing key ``_extra_state``.)"""
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:
+            self.set_extra_state(extra)
         for name, buffer in list(self._buffers.items()):
             saved = state_dict.get(prefix + name)
             if saved is None:

@@ -80,7 +80,10 @@ def scaled_table(stats: DatasetStats) -> Table:
 def print_stats(console: Console, stats: DatasetStats) -> None:
     """The tables, the torchvision line and the summary of what was measured."""
     console.print(moments_table(stats))
-    console.print(percentiles_table(stats))
+    if stats.pooled.percentiles:
+        console.print(percentiles_table(stats))
+    else:
+        console.print(f"percentiles: {stats.percentile_method}", soft_wrap=True)
     if stats.has_unit_scale:
         if stats.value_scale != 1.0:
             console.print(scaled_table(stats))
@@ -94,12 +97,7 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
 def summary_lines(stats: DatasetStats) -> list[str]:
     lines = [f"{stats.files} image(s) measured, {stats.dtype}, channels: {', '.join(stats.channel_names)}"]
     if stats.significant_bits is not None:
-        full = 2 ** stats.significant_bits - 1
-        lines.append(
-            f"the files declare {stats.significant_bits} significant bits in {stats.dtype} containers: in the "
-            f"[0, 1] scale (raw / {stats.value_scale:g}) values reach only {full / stats.value_scale:.4f}; "
-            f"divide by {full} for a full [0, 1] range"
-        )
+        lines.append(significant_bits_line(stats))
     if stats.mask:
         lines.append(f"statistics over the foreground only: {stats.mask}")
     lines += [f"note: {note}" for note in stats.notes]
@@ -110,16 +108,31 @@ def summary_lines(stats: DatasetStats) -> list[str]:
         lines.append("per-image audit: no image stands out")
     if stats.ignored:
         lines.append(f"{stats.ignored} file(s) that are not images were ignored")
+    if stats.hidden:
+        lines.append(f"{stats.hidden} hidden file(s) or folder(s) skipped (names starting with '.')")
     if stats.alpha == "kept" or stats.palette_expanded:
         lines.append(f"alpha: {stats.alpha}; palette images expanded: {'yes' if stats.palette_expanded else 'no'}")
     if any(stats.nonfinite):
         lines.append(f"non-finite values left out: {', '.join(map(str, stats.nonfinite))} (per channel)")
-    if not stats.exact:
+    if not stats.exact and stats.pooled.percentiles:
         lines.append(f"percentiles: {stats.percentile_method}")
     if stats.skipped:
         lines.append(f"{len(stats.skipped)} file(s) skipped:")
         lines += [f"  {entry['path']}: {entry['reason']}" for entry in stats.skipped]
     return lines
+
+
+def significant_bits_line(stats: DatasetStats) -> str:
+    """What declared significant bits mean for these values: kept in the low bits (DICOM
+    BitsStored), or scaled up to the container's range (the PNG sBIT rule) — decided from the
+    measured maximum, and both numbers said."""
+    bits, full = stats.significant_bits, 2 ** stats.significant_bits - 1
+    declared = f"the files declare {bits} significant bits in {stats.dtype} containers and the values reach {stats.pooled.max:g}"
+    if stats.pooled.max <= full:
+        return (f"{declared}: in the [0, 1] scale (raw / {stats.value_scale:g}) they reach only "
+                f"{stats.pooled.max / stats.value_scale:.4g}; divide by {full} for a full [0, 1] range")
+    return (f"{declared}: they are scaled up to the container's range (as PNG's sBIT rule says), so the "
+            f"[0, 1] scale (raw / {stats.value_scale:g}) already spans them")
 
 
 def print_advice(console: Console, stats: DatasetStats) -> None:
@@ -137,7 +150,7 @@ def print_check(console: Console, report) -> None:
     for channel in report.channels:
         s = channel.summary
         verdict = "[green]pass[/green]" if channel.passed else "[red]FAIL[/red]"
-        table.add_row(channel.name, *(f"{v:.4f}" for v in (s.mean, s.std, s.min, s.max)), channel.promise, verdict)
+        table.add_row(channel.name, *(f"{v:.6g}" for v in (s.mean, s.std, s.min, s.max)), channel.promise, verdict)
     console.print(table)
     console.print(f"{report.files} image(s) checked; {'passed' if report.passed else 'FAILED'}", soft_wrap=True)
     for entry in report.skipped:

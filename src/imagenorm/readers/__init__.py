@@ -84,8 +84,9 @@ def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
 
     A known image extension decides. Any other file (no extension, a UID-like name such
     as ``1.3.46.670589.33.1.2``, Siemens ``.IMA``) is read as DICOM if it has the DICOM
-    preamble ("DICM" at byte 128). A DICOM Media Storage Directory (``DICOMDIR``, by name
-    or by its MediaStorageSOPClassUID) is not an image.
+    preamble ("DICM" at byte 128, probed in the first 1 KiB). A DICOM Media Storage
+    Directory (named ``DICOMDIR``, or probed to hold that MediaStorageSOPClassUID) is not
+    an image.
     """
     name = path.lower()
     readers = _readers_by_extension()
@@ -94,16 +95,18 @@ def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
     if os.path.basename(name) == "dicomdir":
         return None
     reader = readers.get(os.path.splitext(name)[1])
-    if reader is not None and reader is not readers[".dcm"]:
+    if reader is not None:
         return reader
     storage_class = dicom_storage_class(path)
-    if storage_class == MEDIA_STORAGE_DIRECTORY:
+    if storage_class is None or storage_class == MEDIA_STORAGE_DIRECTORY:
         return None
-    return readers[".dcm"] if storage_class is not None else reader
+    return readers[".dcm"]
 
 
 def _not_an_image(path: str) -> str:
     """Why ``path`` has no reader."""
+    if not os.path.lexists(path):
+        return "no such file"
     if os.path.basename(path).lower() == "dicomdir" or dicom_storage_class(path) == MEDIA_STORAGE_DIRECTORY:
         return "a DICOM Media Storage Directory (DICOMDIR): an index of other files, not an image"
     return f"not a supported image format ({os.path.splitext(path)[1] or 'no extension'})"

@@ -116,6 +116,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
         partial.files += 1
         partial.dtypes |= {image.pixels.dtype.name}
         partial.units |= {image.units}
+        partial.voxels += image.pixels.size
         if pixels.dtype != image.pixels.dtype:
             partial.scaled |= {image.pixels.dtype.name}
         partial.palette |= image.palette
@@ -185,13 +186,15 @@ def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
 
 def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> tuple[Layout, str]:
     """Layout of the first readable item (the one every other item must match)."""
+    first = None
     for index in range(len(items)):
         try:
             return Layout.of(items.probe(index, options)), items.name(index)
-        except ReadError:
+        except ReadError as error:
             if on_error == "fail":
                 raise
-    raise EmptyDatasetError(f"every one of the {len(items)} images failed to read")
+            first = first or error
+    raise EmptyDatasetError(f"every one of the {len(items)} images failed to read; the first: {first}")
 
 
 def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, checkpoint=None) -> Measurement:

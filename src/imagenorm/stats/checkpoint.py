@@ -36,14 +36,15 @@ class Checkpoint:
         self._items_since += items
         return self._items_since >= self.every_items or time.monotonic() - self._saved_at >= self.every_seconds
 
-    def save(self, measurement: Measurement, chunks_done: int, signature: str) -> None:
+    def save(self, measurement: Measurement, chunks_done: int, signature: tuple[str, str]) -> None:
         arrays = measurement.to_arrays()
-        arrays["run"] = np.frombuffer(json.dumps({"signature": signature, "chunks_done": chunks_done}).encode("utf-8"), np.uint8)
+        run = {"signature": signature[0], "contents": signature[1], "chunks_done": chunks_done}
+        arrays["run"] = np.frombuffer(json.dumps(run).encode("utf-8"), np.uint8)
         with atomic_write(self.path, "wb") as file:
             np.savez(file, **arrays)
         self._saved_at, self._items_since = time.monotonic(), 0
 
-    def load(self, signature: str) -> tuple[Measurement, int] | None:
+    def load(self, signature: tuple[str, str]) -> tuple[Measurement, int] | None:
         """(Measurement, chunks done) of an earlier run of the same command, or None."""
         if not os.path.exists(self.path):
             return None
@@ -54,9 +55,12 @@ class Checkpoint:
             measurement, _ = Measurement.from_arrays(arrays)
         except (OSError, ValueError, KeyError) as error:
             raise ImagenormError(f"{display_path(self.path)}: not a readable imagenorm checkpoint ({error})") from None
-        if run["signature"] != signature:
+        if run["signature"] != signature[0]:
             raise ImagenormError(f"{display_path(self.path)} is a checkpoint of another run (other files or options); "
                                  "remove it or choose another checkpoint file")
+        if run.get("contents") != signature[1]:
+            raise ImagenormError(f"{display_path(self.path)}: files changed since this checkpoint was saved (size or "
+                                 "modification time); remove it to measure them afresh")
         return measurement, run["chunks_done"]
 
     def remove(self) -> None:
@@ -64,12 +68,19 @@ class Checkpoint:
             os.unlink(self.path)
 
 
-def run_signature(job, chunks: list[tuple[int, int]]) -> str:
-    """What must match for a checkpoint to be resumed: items, chunking and options."""
-    digest = hashlib.sha256()
+def run_signature(job, chunks: list[tuple[int, int]]) -> tuple[str, str]:
+    """What must match for a checkpoint to be resumed: (items, chunking and options; the size
+    and modification time of every file behind the items)."""
+    run, contents = hashlib.sha256(), hashlib.sha256()
     for index in range(len(job.items)):
-        digest.update(job.items.name(index).encode("utf-8", "surrogateescape") + b"\0")
+        run.update(job.items.name(index).encode("utf-8", "surrogateescape") + b"\0")
+        for path in job.items.files(index):
+            try:
+                info = os.stat(path)
+                contents.update(f"{info.st_size}:{info.st_mtime_ns};".encode())
+            except OSError:
+                contents.update(b"missing;")
     described = repr((len(job.items), chunks, job.options, job.layout, job.on_error,
                       None if job.mask is None else job.mask.describe(), job.audit))
-    digest.update(described.encode("utf-8"))
-    return digest.hexdigest()
+    run.update(described.encode("utf-8"))
+    return run.hexdigest(), contents.hexdigest()

@@ -112,6 +112,7 @@ def compute_stats(
         measurement=first_pass,
         read_options=read_options,
         ignored=ignored,
+        hidden=items.hidden,
         alpha=_alpha_record(read_options.alpha, layout.channels),
         created_by=f"imagenorm {__version__}",
         **float_results,

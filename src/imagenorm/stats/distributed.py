@@ -39,6 +39,9 @@ class ShardItems(ItemSource):
     def path(self, index: int) -> str | None:
         return self.items.path(self._global(index))
 
+    def files(self, index: int) -> list[str]:
+        return self.items.files(self._global(index))
+
     def load(self, index, options):
         return self.items.load(self._global(index), options)
 

@@ -50,6 +50,11 @@ class ItemSource:
         """A path that stands for item ``index`` (its file; a series' first slice)."""
         return self.path(index) or self.name(index)
 
+    def files(self, index: int) -> list[str]:
+        """Every file item ``index`` is read from (none for in-memory items)."""
+        path = self.path(index)
+        return [] if path is None else [path]
+
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
         """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
         return self.load(index, options)
@@ -135,6 +140,9 @@ class SeriesItems(ItemSource):
     def key(self, index: int) -> str:
         return self.groups[index].paths[0]
 
+    def files(self, index: int) -> list[str]:
+        return list(self.groups[index].paths)
+
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
         return self._read_slice(index, 0, options)  # one slice tells the layout
 
@@ -145,8 +153,8 @@ class SeriesItems(ItemSource):
             return slices[0]
         paths, slices, note = _without_repeats(series, slices)
         _check_alike(self.name(index), paths, slices)
-        volume = _stack(slices)
-        return replace(volume, notes=tuple(sorted(set(volume.notes) | {note}))) if note else volume
+        image = slices[0] if len(slices) == 1 else _stack(slices)
+        return replace(image, notes=tuple(sorted(set(image.notes) | {note}))) if note else image
 
     def _read_slice(self, index: int, position: int, options: ReadOptions) -> DecodedImage:
         """One file of item ``index``; in a series, a failure names the series and the slice."""

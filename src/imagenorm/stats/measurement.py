@@ -31,6 +31,7 @@ class Measurement:
     dtypes: frozenset[str] = frozenset()  # the dtypes the images were decoded in
     units: frozenset[str] = frozenset()  # what the values meant: "physical", "float", "raw"
     scaled: frozenset[str] = frozenset()  # integer dtypes divided by their maximum (mixed_depth="scale")
+    voxels: int = 0  # every decoded value, inside a mask or not (what a normalized copy holds)
 
     def merge(self, other: "Measurement") -> "Measurement":
         """Both parts together (reductions: state merge, sums, union, concatenation in order)."""
@@ -47,6 +48,7 @@ class Measurement:
             dtypes=self.dtypes | other.dtypes,
             units=self.units | other.units,
             scaled=self.scaled | other.scaled,
+            voxels=self.voxels + other.voxels,
         )
 
     def joins(self, other: "Measurement", scale: bool) -> str | None:
@@ -65,7 +67,8 @@ class Measurement:
                 arrays.update({f"spread_{part}.{key}": value for key, value in spread_arrays.items()})
         meta = {"state": state_meta, "files": self.files, "skipped": self.skipped, "palette": self.palette,
                 "bits": self.bits, "notes": sorted(self.notes), "rows": self.rows, "dtypes": sorted(self.dtypes),
-                "units": sorted(self.units), "scaled": sorted(self.scaled)}
+                "units": sorted(self.units), "scaled": sorted(self.scaled),
+                "voxels": self.voxels}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -81,7 +84,7 @@ class Measurement:
                           files=meta["files"], skipped=[tuple(s) for s in meta["skipped"]], palette=meta["palette"],
                           bits=meta["bits"], notes=frozenset(meta["notes"]), rows=meta["rows"],
                           dtypes=frozenset(meta["dtypes"]), units=frozenset(meta["units"]),
-                          scaled=frozenset(meta["scaled"]))
+                          scaled=frozenset(meta["scaled"]), voxels=meta["voxels"])
         return measurement, meta
 
 

@@ -57,7 +57,8 @@ class DatasetStats:
     channel_names: tuple[str, ...]
     measurement: Measurement
     read_options: ReadOptions = field(default_factory=ReadOptions)  # how the pixels were read
-    ignored: int = 0
+    ignored: int = 0  # files passed over as not images
+    hidden: int = 0  # hidden files and folders (names starting with '.') skipped unread
     alpha: str = "none"
     float_percentiles: list[dict[str, float]] | None = None  # per channel, then pooled
     percentile_error: list[float] | None = None
@@ -225,6 +226,7 @@ class DatasetStats:
             measurement=measurement,
             read_options=self.read_options,
             ignored=self.ignored + other.ignored,
+            hidden=self.hidden + other.hidden,
             alpha=self.alpha,
             created_by=self.created_by,
         )

@@ -19,18 +19,41 @@ import torch
 
 from .result import DatasetStats
 from ..errors import InputError
+from ..options import ReadOptions, check_choice
 from ..readers.base import array_channels
 from .histogram import IntegerHistogram
 from .measurement import Measurement
 from .moments import FloatMoments, ImageSpread
 
 _COUNTED = {torch.uint8: "uint8", torch.int8: "int8", torch.uint16: "uint16", torch.int16: "int16"}
+_LAYOUTS = {4: "(B, C, H, W)", 5: "(B, C, D, H, W)"}
 
 
 class StatsAccumulator:
-    """Accumulate exact statistics of ``(B, C, H, W)``/``(B, C, D, H, W)`` batches on their device."""
+    """Accumulate exact statistics of ``(B, C, H, W)``/``(B, C, D, H, W)`` batches on their device.
 
-    def __init__(self) -> None:
+    Layouts: a batch of images ``(B, C, H, W)`` or of volumes ``(B, C, D, H, W)``; the first
+    axis indexes images, the second channels. The first batch fixes the layout, the channel
+    count and the dtype; every later batch must match, or an error names both. One image
+    ``(C, H, W)`` is not a batch (it would be read as C images of H channels): it is refused,
+    and ``image[None]`` makes it a batch of one; likewise one volume ``(C, D, H, W)`` needs
+    ``volume[None]``, since 4-D is a batch of images. As for files, batches of another channel
+    count are refused unless ``convert`` brings every batch to one layout: ``"gray"`` turns
+    3-channel (RGB) batches into luma (ITU-R 601-2, rounded as Pillow's ``convert("L")``),
+    ``"rgb"`` repeats 1-channel batches three times. An empty batch (B = 0) adds nothing;
+    images without pixels are refused. bfloat16 batches are measured as float32 (each of
+    their values is one exactly) and recorded so.
+
+    Args:
+        convert: None (channels as they come), ``"gray"`` or ``"rgb"``.
+
+    Raises:
+        OptionError: ``convert`` is not one of those.
+    """
+
+    def __init__(self, *, convert: str | None = None) -> None:
+        self.convert = check_choice("convert", convert, optional=True)
+        self.layout: tuple[int, int] | None = None  # (ndim, channels) of every batch, fixed by the first
         self.dtype: str | None = None
         self.counts: torch.Tensor | None = None  # (C, bins) int64 on the batches' device
         self.moments: FloatMoments | None = None
@@ -38,18 +61,57 @@ class StatsAccumulator:
         self.spread: ImageSpread | None = None  # per-image means and stds, merged like the rest
 
     def update(self, batch: torch.Tensor) -> None:
-        """Add a batch (its first axis indexes images, its second channels)."""
-        if batch.ndim < 3:
-            raise InputError(f"Expected a batch of shape (B, C, ...), got {tuple(batch.shape)}")
-        name = _COUNTED.get(batch.dtype) or str(batch.dtype).removeprefix("torch.")
-        if self.dtype is not None and name != self.dtype:
-            raise InputError(f"a batch of {name} after batches of {self.dtype}")
-        self.dtype = name
+        """Add a batch ``(B, C, H, W)`` or ``(B, C, D, H, W)`` (see the class docstring).
+
+        Raises:
+            InputError: another layout, channel count or dtype than the first batch; a single
+                image; a tensor that holds no pixel values (complex); images without pixels.
+        """
+        batch = self._checked(batch)
+        if batch.shape[0] == 0:
+            return
         flat = batch.detach().reshape(batch.shape[0], batch.shape[1], -1)
         means, stds = self._count(flat) if batch.dtype in _COUNTED else self._moments(flat)
         batch_spread = ImageSpread.of_images(means, stds, flat.shape[1])
         self.spread = batch_spread if self.spread is None else self.spread.merge(batch_spread)
         self.images += batch.shape[0]
+
+    def _checked(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch converted as asked, once its layout, channels and dtype fit the first batch's."""
+        if not isinstance(batch, torch.Tensor):
+            raise InputError(f"Expected a tensor batch (B, C, H, W) or (B, C, D, H, W), got {type(batch).__name__}")
+        if batch.ndim == 3:
+            raise InputError(f"Expected a batch (B, C, H, W) or (B, C, D, H, W), got {tuple(batch.shape)}: "
+                             "one image (C, H, W) is not a batch; add a batch axis (image[None])")
+        if batch.ndim not in _LAYOUTS:
+            raise InputError(f"Expected a batch (B, C, H, W) or (B, C, D, H, W), got {tuple(batch.shape)}")
+        if batch.dtype.is_complex:
+            raise InputError(f"Expected a batch of pixel values (integer, bool or float), got {batch.dtype}")
+        batch = self._converted(batch)
+        name = _COUNTED.get(batch.dtype) or str(batch.dtype).removeprefix("torch.")
+        if batch.dtype == torch.bfloat16:
+            name = "float32"  # every bfloat16 value is a float32 value
+        layout = (batch.ndim, batch.shape[1])
+        if self.layout is not None and layout != self.layout:
+            before, now = self.layout, layout
+            if before[0] != now[0]:
+                raise InputError(f"a batch {_LAYOUTS[now[0]]} of shape {tuple(batch.shape)} after batches {_LAYOUTS[before[0]]}")
+            raise InputError(f"a batch of {now[1]} channel(s) (shape {tuple(batch.shape)}) after batches of {before[1]}; "
+                             "pass convert='gray' or convert='rgb' to bring every batch to one layout")
+        if self.dtype is not None and name != self.dtype:
+            raise InputError(f"a batch of {name} after batches of {self.dtype}")
+        if batch.shape[0] and batch[0].numel() == 0:
+            raise InputError(f"a batch of images without pixels: shape {tuple(batch.shape)}")
+        self.layout, self.dtype = layout, name
+        return batch
+
+    def _converted(self, batch: torch.Tensor) -> torch.Tensor:
+        """``convert="gray"``: RGB to luma; ``convert="rgb"``: gray repeated (the rules of files)."""
+        if self.convert == "gray" and batch.shape[1] == 3:
+            return _luminance(batch)
+        if self.convert == "rgb" and batch.shape[1] == 1:
+            return batch.expand(-1, 3, *batch.shape[2:])
+        return batch
 
     def _count(self, flat: torch.Tensor) -> tuple[list, list]:
         """Histogram each image on its device; returns the images' per-channel means and stds."""
@@ -111,8 +173,8 @@ class StatsAccumulator:
 
     def compute(self) -> DatasetStats:
         """The statistics of everything added (one small transfer to the host)."""
-        if self.dtype is None:
-            raise InputError("no batch was added")
+        if self.counts is None and self.moments is None:
+            raise InputError("no image was added (no batch, or only empty ones)")
         if self.counts is not None:
             state = IntegerHistogram(self.dtype, self.counts.cpu().numpy())
         else:
@@ -120,4 +182,12 @@ class StatsAccumulator:
         measurement = Measurement(state, self.spread, files=self.images, dtypes=frozenset({self.dtype}),
                                   units=frozenset({"float" if self.moments is not None else "raw"}))
         return DatasetStats(dtype=self.dtype, channel_names=array_channels(state.channels), measurement=measurement,
-                            created_by="imagenorm StatsAccumulator")
+                            read_options=ReadOptions(convert=self.convert), created_by="imagenorm StatsAccumulator")
+
+
+def _luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601-2 luma ``(B, 1, ...)`` of ``(B, 3, ...)`` in the input dtype, as :func:`imagenorm.readers.base.luminance`."""
+    if rgb.dtype.is_floating_point:
+        return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+    r, g, b = (rgb[:, i : i + 1].to(torch.int64) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(rgb.dtype)
