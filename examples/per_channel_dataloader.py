@@ -2,7 +2,8 @@
 
 The classic `transforms.Lambda(lambda x: (x - x.mean()) / x.std())` uses one mean and std
 for all channels of each image: it is neither per channel nor the dataset's. Here each
-channel gets the dataset's own mean and std, applied in the DataLoader workers:
+channel gets the dataset's own mean and std, applied in the DataLoader workers. Images may
+have different sizes (`collate_fn=list` keeps each as it is):
 
     python examples/per_channel_dataloader.py [FOLDER]
 """
@@ -18,10 +19,18 @@ if __name__ == "__main__":
     stats = imagenorm.compute_stats(folder)
     per_channel = imagenorm.Standardize.from_stats(stats)  # channel_wise=True is the default
     dataset = imagenorm.normalize_dataset(
-        imagenorm.ImageFolderDataset(folder, labels=False), per_channel, cache="none"
+        imagenorm.ImageFolderDataset(folder, labels=False, stats=stats), per_channel, cache="none"
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
-    batches = torch.cat([batch.double() for batch in loader])  # (N, C, H, W)
-    values = batches.transpose(0, 1).flatten(1)  # per channel, every loaded pixel
-    for name, mean, std in zip(stats.channel_names, values.mean(1), values.std(1, correction=0)):
-        print(f"{name}: mean {mean:.6f}, std {std:.6f}")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=list)
+    total = torch.zeros(len(stats.channel_names), dtype=torch.float64)
+    squares, count = total.clone(), 0
+    for batch in loader:
+        for image in batch:  # (C, H, W), any size
+            values = image.double().flatten(1)
+            total += values.sum(1)
+            squares += (values * values).sum(1)
+            count += values.shape[1]
+    mean = total / count
+    std = (squares / count - mean * mean).sqrt()
+    for name, m, s in zip(stats.channel_names, mean, std):
+        print(f"{name}: mean {m:.6f}, std {s:.6f}")

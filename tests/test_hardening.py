@@ -208,3 +208,26 @@ def test_plot_leaves_the_users_matplotlib_alone(tmp_path, rng):
     plot_histograms(stats, tmp_path / "h.png")
     assert matplotlib.get_backend() == backend and (tmp_path / "h.png").stat().st_size > 1000
     assert units_label(stats) == "raw uint8 value ([0, 1] scale = raw / 255)"
+
+
+def test_int32_far_apart_merges_like_one_process(tmp_path, rng):
+    """Each file's int32 range fits exact bins; together they do not: the merge falls back to
+    exact-merge moments, as one process does, whatever the worker count."""
+    parts = [rng.integers(-2_000_000_000, -1_999_999_000, (1, 16, 16)), rng.integers(1_999_999_000, 2_000_000_000, (1, 16, 16))]
+    for index, part in enumerate(parts):
+        np.save(tmp_path / f"{index}.npy", part.astype(np.int32))
+    values = np.concatenate([p.ravel() for p in parts]).astype(np.float64)
+    for workers in (0, 2):
+        stats = imagenorm.compute_stats(tmp_path, workers=workers, percentiles=False)
+        assert stats.pooled.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert stats.pooled.std == pytest.approx(values.std(), rel=1e-12)
+    a, b = (imagenorm.compute_stats(str(tmp_path / f"{i}.npy")) for i in range(2))
+    assert a.merge(b).pooled.count == 512
+
+
+def test_apply_keeps_the_folder_level_of_a_named_folder(tmp_path, rng):
+    """Found by trying it: a folder holding one sub-folder lost that level in the copy."""
+    (tmp_path / "ds" / "p").mkdir(parents=True)
+    write_png(tmp_path / "ds" / "p" / "img3.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    assert invoke("apply", tmp_path / "ds", "-m", "zscore", "--per-image", "-o", tmp_path / "out").exit_code == 0
+    assert (tmp_path / "out" / "p" / "img3.npy").exists()

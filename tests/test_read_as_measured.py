@@ -441,3 +441,27 @@ def test_conflict_messages_use_the_command_lines_words(tmp_path, rng):
     assert slices.exit_code == 2 and "--dicom-slices was given" in slices.output and "measured with --dicom-series" in slices.output
     spelled = imagenorm.ReadOptions(mask="threshold: > -500.0")
     assert spelled == imagenorm.ReadOptions(mask="threshold:>-500")
+
+
+def test_transforms_from_hu_statistics_take_float_hu_and_volumes(tmp_path, rng):
+    """Found by trying it: float HU were read as the [0, 1] scale (off by 6.65e9), and a NIfTI
+    volume from ImageFolderDataset was taken for a batch of slices."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    ct_file(folder / "a.dcm", rng.integers(-1000, 2000, (128, 128)), 12, "1.1")
+    ct_file(folder / "b.dcm", rng.integers(-30000, 30000, (128, 128)), 16, "1.2")
+    stats = imagenorm.compute_stats(folder)
+    z = imagenorm.Standardize.from_stats(stats)
+    hu = torch.tensor([[[-1000.0, 0.0, 1000.0]]], dtype=torch.float64)
+    np.testing.assert_allclose(z(hu)[0, 0].numpy(), (hu[0, 0].numpy() - stats.mean[0]) / stats.std[0], rtol=1e-6)
+    volumes = tmp_path / "nii"
+    volumes.mkdir()
+    for index in range(2):
+        nibabel.Nifti1Image(rng.normal(100, 20, (9, 8, 7)).astype(np.float32), np.eye(4)).to_filename(volumes / f"{index}.nii")
+    stats = imagenorm.compute_stats(volumes)
+    assert stats.spatial_dims == 3
+    dataset = imagenorm.ImageFolderDataset(volumes, stats=stats)
+    volume = dataset[0]
+    assert volume.shape == (1, 9, 8, 7)
+    out = imagenorm.Standardize.from_stats(stats)(volume)  # one volume, one channel: not 9 channels of a batch
+    np.testing.assert_allclose(out.numpy(), (volume.double().numpy() - stats.mean[0]) / stats.std[0], rtol=1e-5, atol=1e-5)

@@ -242,6 +242,20 @@ class TestFloatInputScale:
         with pytest.raises(InputError, match="input_scale="):
             F.min_max_scale(torch.tensor([[0.0, 200.0]]), [0.0], [255.0], value_scale=255.0)
 
+    def test_the_check_on_the_torch_branch(self):
+        """bfloat16 (and any device other than the CPU) is checked with torch operations: same rule."""
+        t = Standardize([127.5], [64.0], value_scale=255.0)
+        with pytest.raises(InputError, match="float input reaches -1000"):
+            t(torch.tensor([[[-1000.0, 3.0, float("nan")]]]).bfloat16())
+        nothing_finite = torch.full((1, 3, 3), float("nan")).bfloat16()
+        assert torch.isnan(t(nothing_finite)).all()
+
+    def test_from_stats_units_cannot_be_overridden(self):
+        with pytest.raises(OptionError, match="value_scale= comes from the statistics in from_stats; pass input_scale="):
+            Standardize.from_stats(_uint8_stats(), value_scale=1.0)
+        with pytest.raises(OptionError, match="channel_wise= does not apply"):
+            CTNormalize.from_stats(_uint8_stats(), channel_wise=True)
+
     def test_what_stays_accepted(self):
         t = Standardize([127.5], [64.0], value_scale=255.0)
         augmented = torch.tensor([[[-0.2, 0.5, 1.3, float("nan"), float("inf")]]])  # jitter past the ends; non-finite ignored

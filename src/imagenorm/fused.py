@@ -15,14 +15,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
+
+from .compiled import kernel
 
 #: Input dtypes the kernels take; others go through torch operations.
 KERNEL_INPUTS = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
 KERNEL_OUTPUTS = ("float32", "float64")
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _planes(x, out, scale, shift, first_plane, low, high, clip):  # pragma: no cover - compiled
     """Rows of ``x``/``out`` ``(planes, plane_size)`` are channel planes; plane p has channel (first_plane + p) % C."""
     channels = scale.size
@@ -40,7 +41,7 @@ def _planes(x, out, scale, shift, first_plane, low, high, clip):  # pragma: no c
                 row_out[i] = row_in[i] * s + b
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _planes32(x, out, scale, shift, first_plane, low, high, clip):  # pragma: no cover - compiled
     """As :func:`_planes`, in float32 arithmetic (three times faster on data in cache)."""
     channels = scale.size
@@ -59,7 +60,7 @@ def _planes32(x, out, scale, shift, first_plane, low, high, clip):  # pragma: no
                 row_out[i] = np.float32(row_in[i]) * s + b
 
 
-@njit(nogil=True, cache=True)
+@kernel(nogil=True)
 def _interleaved(x, out, scale, shift, low, high, clip):  # pragma: no cover - compiled
     """Rows of ``x``/``out`` ``(pixels, C)`` are pixels of C interleaved channels (channels-last)."""
     channels = scale.size

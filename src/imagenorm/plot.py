@@ -34,6 +34,7 @@ def channel_histogram(stats: DatasetStats, channel: int) -> tuple[np.ndarray, np
 def plot_histograms(stats: DatasetStats, path: str | os.PathLike, *, log: bool = False, percentiles=("0.5", "99.5")) -> None:
     """Save one histogram panel per channel to ``path`` (PNG, SVG or PDF by extension)."""
     try:
+        import matplotlib  # noqa: F401  (the extra itself, before any of its modules)
         from matplotlib.figure import Figure  # no pyplot: the user's backend and figures stay as they are
     except ImportError:
         raise ImagenormError("plotting needs matplotlib: pip install 'imagenorm[plot]'") from None

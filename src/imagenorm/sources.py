@@ -183,7 +183,9 @@ def _as_list(source: PathSource) -> list:
 
 
 def source_root(paths: list[str], source: PathSource) -> str:
-    """The folder a source's tree hangs from: the named folder, or the common parent of the files."""
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        return os.path.abspath(source)
+    """The folder a source's tree hangs from: the named folder (the common parent of several
+    named folders), or the common parent of the files."""
+    named = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if named and all(isinstance(item, (str, os.PathLike)) and os.path.isdir(item) for item in named):
+        return os.path.commonpath([os.path.abspath(item) for item in named])
     return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])

@@ -48,6 +48,7 @@ def to_dict(stats) -> dict[str, Any]:
         "units": sorted(stats.measurement.units),
         "scaled_dtypes": sorted(stats.measurement.scaled),
         "voxels": stats.measurement.voxels,
+        "spatial_dims": sorted(stats.measurement.spatial),
         "value_scale": _number(stats.value_scale),
         "significant_bits": stats.significant_bits,
         "exact": stats.exact,
@@ -175,6 +176,8 @@ def from_dict(document: Any) -> dict[str, Any]:
     else:
         state = _moments_from(channels)
         float_percentiles = [dict(c["percentiles"]) for c in channels] + [dict(document["pooled"]["percentiles"])]
+        if not any(float_percentiles):  # merged float statistics: no percentiles to keep
+            float_percentiles = None
         float_histograms = _float_histograms(channels)
     errors = document.get("percentile_max_error")
     kind = np.dtype(dtype)
@@ -192,6 +195,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         units=frozenset(document.get("units", ["float" if kind.kind == "f" else "raw"])),
         scaled=frozenset(document.get("scaled_dtypes", [])),
         voxels=int(document.get("voxels", 0)),
+        spatial=frozenset(document.get("spatial_dims", [])),
     )
     return dict(
         dtype=dtype,

@@ -49,15 +49,26 @@ def _stats_name(stats: DatasetStats) -> str:
     return stats.source or "the statistics"
 
 
+def _with_units(stats: DatasetStats, options: dict) -> dict:
+    """``options`` plus the units and layout of ``stats``: the units the caller may not
+    override; without a [0, 1] scale (int32 HU) float input is raw values unless
+    ``input_scale=`` says otherwise; statistics of volumes take 4-D input as one volume."""
+    given = sorted({"value_scale", "stats_dtype"} & set(options))
+    if given:
+        raise OptionError(f"{given[0]}= comes from the statistics in from_stats; "
+                          "pass input_scale= to say the units of float input")
+    defaults = {"spatial_dims": stats.spatial_dims}
+    if not stats.has_unit_scale:
+        defaults["input_scale"] = 1.0
+    return {**defaults, **options, "value_scale": stats.value_scale,
+            "stats_dtype": stats.raw_input_dtypes or stats.dtype}
+
+
 def _pick(stats: DatasetStats, channel_wise: bool, read) -> tuple[np.ndarray, tuple[str, ...]]:
     """One value per channel (or one pooled value) read from the summaries."""
     if channel_wise:
         return np.array([read(s) for s in stats.channels], np.float64), stats.channel_names
     return np.array([read(stats.pooled)], np.float64), ("pooled",)
-
-
-def _indices(values: np.ndarray) -> list[str]:
-    return [str(i) for i in range(values.size)]
 
 
 class _OptionsInState(nn.Module):
@@ -120,6 +131,22 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _layout_and_output(spatial_dims, dtype) -> tuple[int, torch.dtype]:
+    """``spatial_dims`` (2 or 3) and a float output ``dtype``, checked."""
+    if spatial_dims not in (2, 3):
+        raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise OptionError(f"dtype must be a float torch dtype, got {dtype!r}")
+    return int(spatial_dims), dtype
+
+
+def _mask_state(mask: F.Mask) -> str | None:
+    """None, ``"nonzero"``, or the kind of a mask that cannot travel in a state."""
+    if mask is None or isinstance(mask, str):
+        return mask
+    return "<tensor>" if isinstance(mask, torch.Tensor) else "<callable>"
+
+
 def _dtype_named(name: str) -> torch.dtype:
     dtype = getattr(torch, str(name), None)
     if not isinstance(dtype, torch.dtype):
@@ -153,33 +180,25 @@ class _Normalize(_OptionsInState):
                      spatial_dims, dtype) -> None:
         """Validate every shared option where it enters (construction, or a loaded state)."""
         F.check_options(eps=eps, value_scale=value_scale, input_scale=input_scale, mask=mask, per_image=per_image)
-        if spatial_dims not in (2, 3):
-            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise OptionError(f"dtype must be a float torch dtype, got {dtype!r}")
+        spatial_dims, dtype = _layout_and_output(spatial_dims, dtype)
         if not (stats_dtype is None or isinstance(stats_dtype, str)):
             stats_dtype = tuple(str(name) for name in stats_dtype)
         self.per_image, self.channel_wise, self.mask = bool(per_image), bool(channel_wise), mask
         self.eps = None if eps is None else float(eps)
         self.value_scale = float(value_scale)
         self.input_scale = None if input_scale is None else float(input_scale)
-        self.stats_dtype, self.spatial_dims, self.dtype = stats_dtype, int(spatial_dims), dtype
+        self.stats_dtype, self.spatial_dims, self.dtype = stats_dtype, spatial_dims, dtype
 
     def _state_options(self) -> dict:
-        mask = self.mask
-        if mask is not None and not isinstance(mask, str):
-            mask = "<tensor>" if isinstance(mask, torch.Tensor) else "<callable>"
         stats_dtype = self.stats_dtype if self.stats_dtype is None or isinstance(self.stats_dtype, str) else list(self.stats_dtype)
-        return dict(per_image=self.per_image, channel_wise=self.channel_wise, mask=mask, eps=self.eps,
+        return dict(per_image=self.per_image, channel_wise=self.channel_wise, mask=_mask_state(self.mask), eps=self.eps,
                     value_scale=self.value_scale, input_scale=self.input_scale, stats_dtype=stats_dtype,
                     spatial_dims=self.spatial_dims, dtype=_dtype_name(self.dtype))
 
     def _restore_options(self, options: dict) -> None:
         mask = options["mask"]
         if mask in _MASK_KINDS:  # a tensor or callable does not travel: this transform must hold one
-            mine = None if self.mask is None or isinstance(self.mask, str) else (
-                "<tensor>" if isinstance(self.mask, torch.Tensor) else "<callable>")
-            if mine != mask:
+            if _mask_state(self.mask) != mask:
                 raise OptionError(f"the state was saved with {_MASK_KINDS[mask]} as mask, which a state_dict cannot "
                                   f"carry; build this {type(self).__name__} with mask= set to it, then load")
             mask = self.mask
@@ -263,7 +282,9 @@ class Standardize(_Normalize):
         eps: a floor for std (without it a zero std is an error at construction, and a
             constant image maps to 0 per image).
         value_scale: raw / value_scale is the [0, 1] scale (255 for 8-bit statistics).
-        input_scale: float input is raw / input_scale (default: value_scale).
+        input_scale: float input is raw / input_scale (default: value_scale, the [0, 1]
+            scale; float input beyond +-1.5 there is refused, see
+            :func:`imagenorm.functional.check_input_scale`; 1 takes float input as raw).
         spatial_dims: 3 for volumes, so that 4-D input is (C, D, H, W).
         dtype: output float dtype. inplace: overwrite float input of that dtype.
 
@@ -301,8 +322,8 @@ class Standardize(_Normalize):
             raise OptionError("give mean and std, or per_image=True, not both")
         if not per_image:
             mean, std = F.channel_parameters(mean, std, ("mean", "std"))
-            F.check_finite(mean, _indices(mean), "mean", "the given mean")
-            F.check_spread(std, _indices(std), "std", "the given std", eps)
+            F.check_finite(mean, F.channel_labels(mean), "mean", "the given mean")
+            F.check_spread(std, F.channel_labels(std), "std", "the given std", eps)
         self._register(mean=mean, std=std)
 
     @classmethod
@@ -317,8 +338,7 @@ class Standardize(_Normalize):
         std, _ = _pick(stats, channel_wise, lambda s: s.std)
         F.check_finite(mean, names, "mean", _stats_name(stats))
         F.check_spread(std, names, "std", _stats_name(stats), eps)
-        return cls(mean, std, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
-                   stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
+        return cls(mean, std, channel_wise=channel_wise, eps=eps, **_with_units(stats, options))
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.standardize(x, out=out, **self._options())
@@ -368,7 +388,7 @@ class MinMaxScale(_Normalize):
             raise OptionError("give low and high, or per_image=True, not both")
         if not per_image:
             low, high = F.channel_parameters(low, high, ("low", "high"))
-            F.check_spread(high - low, _indices(high - low), "range (high - low)", "the given range", eps)
+            F.check_spread(high - low, F.channel_labels(high - low), "range (high - low)", "the given range", eps)
         self.out_range, self.clip = F.check_options(out_range=out_range), bool(clip)
         self._register(low=low, high=high)
 
@@ -382,8 +402,7 @@ class MinMaxScale(_Normalize):
         low, names = _pick(stats, channel_wise, lambda s: s.min)
         high, _ = _pick(stats, channel_wise, lambda s: s.max)
         F.check_spread(high - low, names, "range (max - min)", _stats_name(stats), eps)
-        return cls(low, high, channel_wise=channel_wise, eps=eps, value_scale=stats.value_scale,
-                   stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
+        return cls(low, high, channel_wise=channel_wise, eps=eps, **_with_units(stats, options))
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.min_max_scale(x, out_range=self.out_range, clip=self.clip, out=out, **self._options())
@@ -447,8 +466,7 @@ class PercentileScale(MinMaxScale):
         p_low, names = _pick(stats, channel_wise, lambda s: s.percentiles[keys[0]])
         p_high, _ = _pick(stats, channel_wise, lambda s: s.percentiles[keys[1]])
         F.check_spread(p_high - p_low, names, f"percentile range (p{keys[1]} - p{keys[0]})", _stats_name(stats), eps)
-        return cls((low, high), values=(p_low, p_high), channel_wise=channel_wise, eps=eps,
-                   value_scale=stats.value_scale, stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
+        return cls((low, high), values=(p_low, p_high), channel_wise=channel_wise, eps=eps, **_with_units(stats, options))
 
     def _per_image(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return F.percentile_scale(x, q=self.q, out_range=self.out_range, clip=self.clip, out=out, **self._options())
@@ -492,6 +510,8 @@ class CTNormalize(Standardize):
     def from_stats(cls, stats: DatasetStats, *, percentiles: tuple[float, float] = (0.5, 99.5),
                    eps: float | None = None, **options) -> "CTNormalize":
         """Foreground ``percentiles`` (clip range), mean and std from ``stats`` (pooled over channels)."""
+        if "channel_wise" in options:
+            raise OptionError("CTNormalize takes the pooled statistics (one channel); channel_wise= does not apply")
         summary = stats.pooled
         keys = tuple(percentile_key(q) for q in F.percentile_pair(percentiles))
         missing = [k for k in keys if k not in summary.percentiles]
@@ -503,7 +523,7 @@ class CTNormalize(Standardize):
 
             warnings.warn(f"{_stats_name(stats)} was measured over all voxels, not a foreground mask", stacklevel=2)
         return cls([summary.mean], [summary.std], clip_range=(summary.percentiles[keys[0]], summary.percentiles[keys[1]]),
-                   channel_wise=False, eps=eps, value_scale=stats.value_scale, stats_dtype=stats.raw_input_dtypes or stats.dtype, **options)
+                   channel_wise=False, eps=eps, **_with_units(stats, options))
 
     def _affine_raw(self):
         scale, shift, _ = super()._affine_raw()
@@ -542,11 +562,7 @@ class AffineInverse(_OptionsInState):
         self._set_options(spatial_dims=spatial_dims, dtype=dtype)
 
     def _set_options(self, *, spatial_dims: int, dtype: torch.dtype) -> None:
-        if spatial_dims not in (2, 3):
-            raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise OptionError(f"dtype must be a float torch dtype, got {dtype!r}")
-        self.spatial_dims, self.dtype = int(spatial_dims), dtype
+        self.spatial_dims, self.dtype = _layout_and_output(spatial_dims, dtype)
 
     def _state_options(self) -> dict:
         return {"spatial_dims": self.spatial_dims, "dtype": _dtype_name(self.dtype)}

@@ -117,6 +117,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
         partial.dtypes |= {image.pixels.dtype.name}
         partial.units |= {image.units}
         partial.voxels += image.pixels.size
+        partial.spatial |= {image.pixels.ndim - 1}
         if pixels.dtype != image.pixels.dtype:
             partial.scaled |= {image.pixels.dtype.name}
         partial.palette |= image.palette

@@ -32,6 +32,7 @@ class Measurement:
     units: frozenset[str] = frozenset()  # what the values meant: "physical", "float", "raw"
     scaled: frozenset[str] = frozenset()  # integer dtypes divided by their maximum (mixed_depth="scale")
     voxels: int = 0  # every decoded value, inside a mask or not (what a normalized copy holds)
+    spatial: frozenset[int] = frozenset()  # the images' spatial dimensions (2: pictures, 3: volumes)
 
     def merge(self, other: "Measurement") -> "Measurement":
         """Both parts together (reductions: state merge, sums, union, concatenation in order)."""
@@ -49,6 +50,7 @@ class Measurement:
             units=self.units | other.units,
             scaled=self.scaled | other.scaled,
             voxels=self.voxels + other.voxels,
+            spatial=self.spatial | other.spatial,
         )
 
     def joins(self, other: "Measurement", scale: bool) -> str | None:
@@ -68,7 +70,7 @@ class Measurement:
         meta = {"state": state_meta, "files": self.files, "skipped": self.skipped, "palette": self.palette,
                 "bits": self.bits, "notes": sorted(self.notes), "rows": self.rows, "dtypes": sorted(self.dtypes),
                 "units": sorted(self.units), "scaled": sorted(self.scaled),
-                "voxels": self.voxels}
+                "voxels": self.voxels, "spatial": sorted(self.spatial)}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -84,7 +86,8 @@ class Measurement:
                           files=meta["files"], skipped=[tuple(s) for s in meta["skipped"]], palette=meta["palette"],
                           bits=meta["bits"], notes=frozenset(meta["notes"]), rows=meta["rows"],
                           dtypes=frozenset(meta["dtypes"]), units=frozenset(meta["units"]),
-                          scaled=frozenset(meta["scaled"]), voxels=meta["voxels"])
+                          scaled=frozenset(meta["scaled"]), voxels=meta["voxels"],
+                          spatial=frozenset(meta["spatial"]))
         return measurement, meta
 
 

@@ -179,6 +179,12 @@ class DatasetStats:
         return f"histogram of {FLOAT_BINS} bins between min and max (second pass); error at most one bin width"
 
     @property
+    def spatial_dims(self) -> int:
+        """3 when every image was a volume ``(C, D, H, W)``, else 2: what transforms built from
+        these statistics take a 4-D tensor for (one volume, or a batch of pictures)."""
+        return 3 if self.measurement.spatial == {3} else 2
+
+    @property
     def has_unit_scale(self) -> bool:
         """Whether raw / ``value_scale`` is a meaningful [0, 1] scale: 8- and 16-bit integers
         (as torchvision's ``ToDtype(scale=True)``) and floats, not int32 values such as HU."""
