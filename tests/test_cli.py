@@ -195,7 +195,7 @@ def test_apply_writes_mirrored_npy_resumes_and_never_touches_sources(folder, mea
     assert array.dtype == np.float32 and array.shape == (3, 12, 10)
     manifest = json.loads((out / "imagenorm-manifest.json").read_text())
     assert manifest["method"]["method"] == "minmax" and len(manifest["stats_sha256"]) == 64
-    assert manifest["files"]["sub/z.npy"] == "sub/z.png"
+    assert manifest["files"]["sub/z.npy"]["source"] == "sub/z.png"
     (out / "1.npy").unlink()  # as if interrupted
     result = invoke("apply", str(folder), "-s", str(measured), "-m", "minmax", "-o", str(out))
     assert "1 written, 4 already there (resumed)" in result.output

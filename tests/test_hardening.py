@@ -231,3 +231,68 @@ def test_apply_keeps_the_folder_level_of_a_named_folder(tmp_path, rng):
     write_png(tmp_path / "ds" / "p" / "img3.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
     assert invoke("apply", tmp_path / "ds", "-m", "zscore", "--per-image", "-o", tmp_path / "out").exit_code == 0
     assert (tmp_path / "out" / "p" / "img3.npy").exists()
+
+
+def test_apply_never_resumes_over_another_source_or_a_changed_file(tmp_path, rng):
+    """Found in review: every existing output counted as done, whatever it was made from."""
+    for name, value in (("train", 10), ("test", 200)):
+        (tmp_path / name).mkdir()
+        write_png(tmp_path / name / "img.png", np.full((4, 4), value, np.uint8))
+    stats = imagenorm.compute_stats(np.array([[[0, 255]]], np.uint8))
+    stats.save(tmp_path / "s.json")
+    options = imagenorm.MethodOptions("minmax")
+    imagenorm.apply_normalization(tmp_path / "train", stats, str(tmp_path / "s.json"), options, str(tmp_path / "out"))
+    with pytest.raises(imagenorm.ImagenormError, match="other settings .*source_root"):
+        imagenorm.apply_normalization(tmp_path / "test", stats, str(tmp_path / "s.json"), options, str(tmp_path / "out"))
+    write_png(tmp_path / "train" / "img.png", np.full((4, 4), 51, np.uint8))  # the source changed
+    os.utime(tmp_path / "train" / "img.png", ns=(1, 1))
+    report = imagenorm.apply_normalization(tmp_path / "train", stats, str(tmp_path / "s.json"), options, str(tmp_path / "out"))
+    assert (report.written, report.resumed) == (1, 0)
+    assert np.allclose(np.load(tmp_path / "out" / "img.npy"), 0.2)
+
+
+def test_check_and_apply_take_multichannel_volumes(tmp_path, rng):
+    """Found in review: (C, D, H, W) volumes were reshaped for 2-D transforms."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    import nibabel
+
+    for index in range(2):
+        volume = np.stack([rng.normal(10, 2, (5, 6, 7)), rng.normal(1000, 50, (5, 6, 7))], axis=-1).astype(np.float32)
+        nibabel.Nifti1Image(volume, np.eye(4)).to_filename(folder / f"{index}.nii")
+    stats = imagenorm.compute_stats(folder)
+    report = imagenorm.check_normalization(folder, stats, imagenorm.MethodOptions("zscore"), tolerance=1e-5)
+    assert report.passed and report.files == 2
+    imagenorm.apply_normalization(folder, stats, None, imagenorm.MethodOptions("zscore"), str(tmp_path / "out"))
+    written = np.load(tmp_path / "out" / "0.npy")
+    assert written.shape == (2, 5, 6, 7)
+    assert abs(written[1].mean()) < 0.5 and 0.5 < written[1].std() < 1.5  # channel 1 by channel 1's numbers
+
+
+def test_apply_per_image_with_a_mask_folder_is_refused_like_check(tmp_path, rng):
+    folder, masks = tmp_path / "data", tmp_path / "masks"
+    folder.mkdir()
+    masks.mkdir()
+    write_png(folder / "a.png", rng.integers(0, 256, (4, 4), dtype=np.uint8))
+    write_png(masks / "a.png", np.ones((4, 4), np.uint8))
+    stats = imagenorm.compute_stats(folder, mask_dir=masks)
+    for run in (lambda: imagenorm.apply_normalization(folder, stats, None, imagenorm.MethodOptions("zscore", per_image=True),
+                                                      str(tmp_path / "out")),
+                lambda: imagenorm.check_normalization(folder, stats, imagenorm.MethodOptions("zscore", per_image=True))):
+        with pytest.raises(imagenorm.OptionError, match="cannot use mask files"):
+            run()
+
+
+def test_accumulated_volumes_keep_their_layout_and_merges_recompute_alpha(rng):
+    """Found in review: the accumulator's volumes were taken for pictures; merge kept one alpha record."""
+    import torch
+
+    volume = torch.stack([torch.full((3, 4, 4), v) for v in (10.0, 100.0, 1000.0)]) + torch.randn(3, 3, 4, 4)
+    accumulator = imagenorm.StatsAccumulator()
+    accumulator.update(volume[None])
+    stats = accumulator.compute()
+    assert stats.spatial_dims == 3 and stats.measurement.voxels == 144
+    assert torch.allclose(imagenorm.Standardize.from_stats(stats)(volume).mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5)
+    rgb = imagenorm.compute_stats(rng.integers(0, 256, (3, 4, 4), dtype=np.uint8))
+    none, dropped = rgb.replace(alpha="none present"), rgb.replace(alpha="dropped where present")
+    assert none.merge(dropped).alpha == "dropped where present" == dropped.merge(none).alpha

@@ -250,7 +250,7 @@ class TestTruncatedFiles:
         pixels = rng.integers(0, 65536, shape, dtype=np.uint16)
         data = magic + b"\n20 24\n65535\n" + pixels.astype(">u2").tobytes()
         (tmp_path / "a.pnm").write_bytes(data[:-7])
-        with pytest.raises(ReadError, match=r"a\.pnm: cannot decode: truncated or corrupt file$"):
+        with pytest.raises(ReadError, match=r"a\.pnm: pixel data end after [\d,]+ of [\d,]+ bytes \(truncated\)$"):
             read_image(tmp_path / "a.pnm")
 
     def test_npy_cut_short(self, tmp_path, rng):

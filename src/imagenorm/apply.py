@@ -21,6 +21,7 @@ from torch import nn
 
 from .atomic import atomic_write
 from .errors import ImagenormError, OutputError, ReadError, display_path
+from .masks import MaskSpec
 from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
 from .options import ReadOptions, check_choice
 from .sources import PathSource, source_root
@@ -78,7 +79,11 @@ def source_folders(source: PathSource, root: str) -> list[str]:
 
 @dataclass
 class WriteNormalized:
-    """Normalize items ``start..stop-1`` and save them (what each worker runs on its chunks)."""
+    """Normalize items ``start..stop-1`` and save them (what each worker runs on its chunks).
+
+    Returns the indices written and resumed, the skipped items, and the error that stopped
+    the chunk under ``on_error="fail"`` (so that what was written before it is recorded).
+    """
 
     items: ItemSource
     transform: nn.Module
@@ -87,26 +92,29 @@ class WriteNormalized:
     on_error: str
     done: frozenset[int] = frozenset()
 
-    def __call__(self, start: int, stop: int) -> tuple[list[int], list[int], list[dict[str, str]]]:
+    def __call__(self, start: int, stop: int):
         written, resumed, skipped = [], [], []
         for index in range(start, stop):
             if index in self.done:
                 resumed.append(index)
                 continue
             try:
-                image = self.items.load(index, self.options)
-                try:
-                    normalized = normalize_pixels(self.transform, image.pixels)
-                except (ImagenormError, ValueError) as error:
-                    raise ReadError(self.items.name(index), str(error)) from None
+                self._write(index)
             except ReadError as error:
                 if self.on_error == "fail":
-                    raise
+                    return written, resumed, skipped, error
                 skipped.append({"path": self.items.name(index), "reason": error.reason})
                 continue
-            _save_atomic(self.targets[index], normalized)
             written.append(index)
-        return written, resumed, skipped
+        return written, resumed, skipped, None
+
+    def _write(self, index: int) -> None:
+        image = self.items.load(index, self.options)
+        try:
+            normalized = normalize_pixels(self.transform, image.pixels)
+        except (ImagenormError, ValueError) as error:
+            raise ReadError(self.items.name(index), str(error)) from None
+        _save_atomic(self.targets[index], normalized)
 
 
 def apply_normalization(
@@ -126,47 +134,38 @@ def apply_normalization(
 
     Images are read with the stats' recorded read options (``given`` may repeat them, never
     change them); a foreground mask decides per-image statistics only: every voxel is written.
+    An earlier run into ``output`` with the same settings resumes: a file it wrote counts as
+    done while its source is unchanged (size and modification time).
     """
     check_choice("on_error", on_error)
     if os.path.exists(output) and not os.path.isdir(output):
         raise OutputError(f"{display_path(output)}: exists and is not a folder; choose an output folder")
     reading = read_options_for(stats, read_options, **given)
-    items, _ = as_item_source(source, dicom_series=reading.dicom_series)
+    items, _ = as_item_source(source, dicom_series=reading.groups_series)
     keys = [items.key(index) for index in range(len(items))]
     root = source_root(keys, source)
     refuse_inside(output, source_folders(source, root))
     names = output_names(keys, root)
-    mask = None
-    if options.per_image and reading.mask is not None:
-        from .masks import MaskSpec
-
-        mask = MaskSpec.parse(reading.mask)
+    mask = MaskSpec.from_options(reading, root) if options.per_image else None
     transform = build_transform(stats, options, mask=mask)
-    settings = _as_json({
-        "method": asdict(options),
-        "description": options.describe(),
-        "read_options": reading.to_dict(),
-        "stats_file": None if stats_path is None else display_path(os.path.abspath(stats_path)),
-        "stats_sha256": None if stats_path is None else _sha256(stats_path),
-    })
-    os.makedirs(output, exist_ok=True)
-    manifest = _open_manifest(output, settings, root)
+    manifest = _open_manifest(output, _settings(options, reading, stats_path, root))
     _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
+    sources = [{"source": display_path(os.path.relpath(os.path.abspath(key), root)), "identity": _identity(items, index)}
+               for index, key in enumerate(keys)]
     targets = [os.path.join(output, name) for name in names]
-    # Every output file is complete (written atomically) and was made with these settings (the
-    # manifest says so before the first one is written): whatever exists is done, whenever the
-    # earlier run was killed.
-    done = frozenset(index for index, target in enumerate(targets) if os.path.exists(target))
+    done = frozenset(index for index, name in enumerate(names)
+                     if manifest["files"].get(name) == sources[index] and os.path.exists(targets[index]))
     work = WriteNormalized(items, transform, reading, targets, on_error, done)
     report = ApplyReport(output=output)
-    for (written, resumed, skipped), size in map_chunks(work, list(chunk_ranges(len(items), workers)), workers):
+    for (written, resumed, skipped, failure), size in map_chunks(work, list(chunk_ranges(len(items), workers)), workers):
         for index in written + resumed:
-            manifest["files"][names[index]] = display_path(os.path.relpath(os.path.abspath(keys[index]), root))
-        report.written += len(written)
-        report.resumed += len(resumed)
+            manifest["files"][names[index]] = sources[index]
+        report.written, report.resumed = report.written + len(written), report.resumed + len(resumed)
         report.skipped += skipped
-        if written:
+        if written or failure is not None:
             _write_json(os.path.join(output, MANIFEST), manifest)
+        if failure is not None:
+            raise failure
         if progress is not None:
             progress(size)
     manifest["skipped"] = report.skipped
@@ -174,13 +173,41 @@ def apply_normalization(
     return report
 
 
-def _open_manifest(output: str, settings: dict, root: str) -> dict:
+def _settings(options: MethodOptions, reading: ReadOptions, stats_path: str | None, root: str) -> dict:
+    """What a copy is made with; a resumed run must match it exactly."""
+    return _as_json({
+        "method": asdict(options),
+        "description": options.describe(),
+        "read_options": reading.to_dict(),
+        "source_root": display_path(root),
+        "stats_file": None if stats_path is None else display_path(os.path.abspath(stats_path)),
+        "stats_sha256": None if stats_path is None else _sha256(stats_path),
+    })
+
+
+def _identity(items: ItemSource, index: int) -> str:
+    """Size and modification time of every file behind item ``index``."""
+    parts = []
+    for path in items.files(index):
+        try:
+            info = os.stat(path)
+            parts.append(f"{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            parts.append("missing")
+    return ";".join(parts)
+
+
+def _open_manifest(output: str, settings: dict) -> dict:
     """The manifest of an earlier run with the same settings (to resume), or a new one."""
+    os.makedirs(output, exist_ok=True)
     path = os.path.join(output, MANIFEST)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as file:
-            manifest = json.load(file)
-        if manifest.get("schema") != SCHEMA:
+        try:
+            with open(path, encoding="utf-8") as file:
+                manifest = json.load(file)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise OutputError(f"{display_path(path)}: not a readable imagenorm manifest ({error})") from None
+        if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or not isinstance(manifest.get("files"), dict):
             raise ImagenormError(f"{display_path(output)}: {MANIFEST} is not an imagenorm apply manifest")
         differ = [key for key in settings if manifest.get(key) != settings[key]]
         if differ == ["stats_sha256"]:
@@ -195,8 +222,7 @@ def _open_manifest(output: str, settings: dict, root: str) -> dict:
         return manifest
     if os.listdir(output):
         raise ImagenormError(f"{display_path(output)} is not empty and holds no imagenorm manifest; choose an empty folder")
-    return {"schema": SCHEMA, "created_by": f"imagenorm {__version__}", **settings,
-            "source_root": display_path(root), "files": {}}
+    return {"schema": SCHEMA, "created_by": f"imagenorm {__version__}", **settings, "files": {}}
 
 
 def _remove_temporary_files(output: str) -> None:

@@ -63,7 +63,7 @@ def check_normalization(
     """
     check_choice("on_error", on_error)
     reading = read_options_for(stats, read_options, **given)
-    items, _ = as_item_source(source, dicom_series=reading.dicom_series and reading.mask_dir is None)
+    items, _ = as_item_source(source, dicom_series=reading.groups_series)
     mask = MaskSpec.from_options(reading, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     transform = build_transform(stats, options, mask=mask if options.per_image else None)
     normalized = NormalizedItems(items, transform, reading, mask)

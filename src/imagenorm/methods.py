@@ -68,6 +68,8 @@ def build_transform(stats: DatasetStats | None, options: MethodOptions, mask=Non
     ``mask`` (per image only): the foreground each image's own statistics come from.
     """
     channel_wise = not options.pooled
+    if options.per_image and getattr(mask, "kind", None) == "folder":
+        raise OptionError("per-image normalization cannot use mask files; use mask='nonzero' or a threshold")
     if options.per_image:
         if options.method == "zscore":
             return Standardize(per_image=True, channel_wise=channel_wise, mask=mask)
@@ -103,13 +105,15 @@ def read_options_for(stats: DatasetStats | None, read_options: ReadOptions | Non
 def normalize_pixels(transform: nn.Module, pixels: np.ndarray) -> np.ndarray:
     """``transform`` applied to one decoded image ``(C, *spatial)``, as float32 ``(C, *spatial)``.
 
-    A volume ``(C, D, H, W)`` is one image, not a batch: it is normalized as ``(C, D * H, W)``
-    (dataset and per-image statistics are per channel over all its voxels either way).
+    A volume ``(C, D, H, W)`` is one image, not a batch: it goes in as a batch of one volume
+    ``(1, C, D, H, W)``, whose channel axis every transform knows, whatever its ``spatial_dims``.
     """
-    flat = pixels if pixels.ndim <= 3 else pixels.reshape(pixels.shape[0], -1, pixels.shape[-1])
-    if not (flat.flags.writeable and flat.flags.c_contiguous):
-        flat = np.array(flat, order="C")
-    return transform(torch.from_numpy(flat)).numpy().reshape(pixels.shape)
+    if not (pixels.flags.writeable and pixels.flags.c_contiguous):
+        pixels = np.array(pixels, order="C")
+    image = torch.from_numpy(pixels)
+    if pixels.ndim == 4:
+        return transform(image[None])[0].numpy()
+    return transform(image).numpy()
 
 
 @dataclass

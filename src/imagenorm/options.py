@@ -134,6 +134,12 @@ class ReadOptions:
             if self.mask is not None:
                 raise OptionError("give mask or mask_dir, not both")
 
+    @property
+    def groups_series(self) -> bool:
+        """Whether the slices of a DICOM series are read as one volume (not with mask files,
+        which are per slice file)."""
+        return self.dicom_series and self.mask_dir is None
+
     @classmethod
     def from_keywords(cls, **given: Any) -> "ReadOptions":
         """ReadOptions from keyword arguments, with an unknown name named (not a TypeError)."""

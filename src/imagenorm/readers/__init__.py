@@ -8,15 +8,18 @@ decodes what is chosen so that no bit is lost:
 format                 decoder
 =====================  =====================================================
 PNG 8-bit, 16-bit gray Pillow (palette images expanded to RGB/RGBA)
-PNG 16-bit color       OpenCV (Pillow would cut it to 8 bits)
-JPEG, BMP, WebP, GIF   Pillow
-PGM/PPM/PNM            OpenCV (Pillow rescales ``maxval`` != 255 and cuts 16-bit RGB)
-TIFF (all pages)       tifffile
+PNG 16-bit color       OpenCV (Pillow would cut it to 8 bits), every APNG frame
+JPEG, BMP, WebP, GIF   Pillow; every frame of an animation, a JPEG's primary picture
+PBM/PGM/PPM/PNM        imagenorm itself, plain and raw alike, values as stored (Pillow
+                       rescales ``maxval`` != 255, OpenCV plain files with maxval < 255)
+TIFF (all pages)       tifffile, with imagecodecs for LZW, Deflate, JPEG, ...
 ``.npy``               numpy, memory-mapped, never unpickled
 DICOM                  pydicom: ``.dcm``/``.dicom``, and any other file with the
                        DICM preamble (UID names, ``.IMA``); never a DICOMDIR
 NIfTI ``.nii(.gz)``    nibabel
 =====================  =====================================================
+
+Bool (1-bit) samples are uint8 0 and 255 in every reader (:func:`bilevel`).
 
 Example:
     >>> import numpy as np, tempfile, os
@@ -46,6 +49,7 @@ from .base import (  # noqa: F401  (the readers' shared types, re-exported)
     ReadOptions,
     apply_channel_options,
     array_channels,
+    bilevel,
     channel_first,
     channels_for,
     check_pixel_limit,

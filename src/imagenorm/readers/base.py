@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ReadError
 from ..options import DEFAULT_MAX_PIXELS, ReadOptions
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ReadOptions", "DecodedImage", "GRAY", "GRAY_ALPHA", "RGB", "RGBA"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ReadOptions", "DecodedImage", "GRAY", "GRAY_ALPHA", "RGB", "RGBA", "bilevel"]
 
 GRAY = ("gray",)
 GRAY_ALPHA = ("gray", "alpha")
@@ -87,10 +87,12 @@ def check_pixel_limit(path: str, pixel_count: int, max_pixels: int | None) -> No
 
 
 def apply_channel_options(image: DecodedImage, options: ReadOptions, path: str) -> DecodedImage:
-    """Drop or keep alpha, then convert to gray or RGB if asked."""
+    """Drop (every alpha channel) or keep alpha, then convert to gray or RGB if asked."""
     pixels, channels = image.pixels, image.channels
-    if channels[-1] == "alpha" and options.alpha == "drop":
-        pixels, channels = pixels[:-1], channels[:-1]
+    if "alpha" in channels and options.alpha == "drop":
+        kept = [index for index, name in enumerate(channels) if name != "alpha"]
+        pixels = pixels[: len(kept)] if kept == list(range(len(kept))) else pixels[kept]  # a view when alpha is last
+        channels = tuple(channels[index] for index in kept)
     if options.convert == "gray" and channels[:3] == RGB:
         pixels = np.concatenate([luminance(pixels[:3])[None], pixels[3:]])
         channels = GRAY + channels[3:]
@@ -98,6 +100,17 @@ def apply_channel_options(image: DecodedImage, options: ReadOptions, path: str) 
         pixels = np.concatenate([np.repeat(pixels[:1], 3, axis=0), pixels[1:]])
         channels = RGB + channels[1:]
     return replace(image, pixels=pixels, channels=channels)
+
+
+def bilevel(pixels: np.ndarray) -> np.ndarray:
+    """Boolean (1-bit) samples as uint8 0 and 255: the rule for bool everywhere.
+
+    Pillow reads 1-bit images (mode "1") so, and raw / 255 then gives False/True as 0 and 1 of
+    the [0, 1] scale, as the transforms read a bool tensor. Any other dtype is returned as is.
+    """
+    if pixels.dtype != np.bool_:
+        return pixels
+    return pixels.astype(np.uint8) * np.uint8(255)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

@@ -1,11 +1,16 @@
 """DICOM through pydicom (the ``medical`` extra): modality values, signed data, multi-frame.
 
 By default values are in modality units: RescaleSlope and RescaleIntercept are applied, so
-CT is in Hounsfield units. Integer slope and intercept keep integer data exact: the result
+CT is in Hounsfield units; Enhanced (multi-frame) CT, MR and PET keep them in the functional
+groups (PixelValueTransformationSequence, per frame where the file gives them, else shared),
+and those apply. Integer slope and intercept keep integer data exact: the result
 is int16 when every value the file can hold fits int16 (12-bit CT: -1024..3071), else
 uint16 or int32; other rescales give float64. ``dicom_values="stored"`` keeps the stored
 values. MONOCHROME1 images (where low values display bright) are kept as stored by default
 and say so; ``monochrome1="invert"`` maps them to MONOCHROME2 orientation first.
+PALETTE COLOR images are expanded through their palette (pydicom's ``apply_color_lut``) to
+RGB(A) colours of the palette's depth (8- or 16-bit entries), whatever ``dicom_values`` says:
+palette indices are never counted.
 Compressed transfer syntaxes need a decoder plugin (pylibjpeg and its JPEG/JPEG 2000
 plugins, in the ``medical`` extra); a missing one is an error naming the file and the extra.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ReadError
-from .base import GRAY, RGB, DecodedImage, ReadOptions, channel_first, check_pixel_limit
+from .base import GRAY, RGB, RGBA, DecodedImage, ReadOptions, channel_first, check_pixel_limit
 
 EXTENSIONS = (".dcm", ".dicom")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -23,18 +28,21 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode one DICOM file (all frames)."""
-    pydicom = _pydicom()
-    dataset = pydicom.dcmread(path)
+    dataset = _dcmread(path)
     if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
         if _pixel_data_cut(path):
             raise ReadError(path, "the file ends inside its pixel data (truncated)")
-        kind = getattr(dataset.get("SOPClassUID"), "name", "unknown SOP class")
-        raise ReadError(path, f"no pixel data (a DICOM {kind} object)")
+        raise ReadError(path, f"no pixel data (a DICOM {sop_class_name(dataset)} object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
     if getattr(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None), "is_encapsulated", False):
         check_frames(dataset, frames, path)
     stored = _pixels(dataset, path)
+    physical = options.dicom_values == "modality"
+    if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
+        colours = palette_colours(dataset, stored, path)
+        return DecodedImage(pixels=channel_first(colours), channels=RGBA if colours.shape[-1] == 4 else RGB,
+                            palette=True, spacing=_spacing(dataset), physical=physical)
     notes = []
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
         if options.monochrome1 == "invert":
@@ -43,7 +51,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
             notes.append("MONOCHROME1 inverted")
         else:
             notes.append("MONOCHROME1 kept as stored (low values display bright)")
-    values = stored if options.dicom_values == "stored" else _modality(dataset, stored)
+    values = stored if options.dicom_values == "stored" else _modality(dataset, stored, frames)
     bits = int(dataset.get("BitsStored", 0) or 0)
     declared = bits if values is stored and values.dtype.kind == "u" and 0 < bits < values.dtype.itemsize * 8 else None
     samples = int(dataset.get("SamplesPerPixel", 1))
@@ -52,7 +60,42 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     else:
         pixels, names = channel_first(values), RGB if samples == 3 else tuple(f"channel{i}" for i in range(samples))
     return DecodedImage(pixels=pixels, channels=names, spacing=_spacing(dataset), notes=tuple(notes),
-                        significant_bits=declared, physical=options.dicom_values == "modality")
+                        significant_bits=declared, physical=physical)
+
+
+def _dcmread(path: str):
+    """The dataset of ``path``; a file that is not DICOM is one line, not pydicom's advice."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise ReadError(path, "not a DICOM file (no DICM preamble or file meta)") from None
+
+
+def sop_class_name(dataset) -> str:
+    """The name of the dataset's SOP class: SOPClassUID, else the file meta's MediaStorageSOPClassUID."""
+    meta = getattr(dataset, "file_meta", None)
+    uid = dataset.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    if not uid:
+        return "unknown SOP class"
+    name = getattr(uid, "name", "")
+    return name if name and name != str(uid) else f"SOP class {uid}"
+
+
+def palette_colours(dataset, indices: np.ndarray, path: str) -> np.ndarray:
+    """PALETTE COLOR indices as colours ``(..., 3 or 4)`` in the palette's depth (8- or 16-bit)."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        colours = apply_color_lut(indices, dataset)
+    except (ValueError, AttributeError, KeyError) as error:
+        raise ReadError(path, f"PALETTE COLOR image whose palette cannot be applied: {str(error).splitlines()[0]}") from None
+    declared = int(dataset.RedPaletteColorLookupTableDescriptor[2])
+    if declared == 8 and colours.dtype != np.uint8 and colours.max(initial=0) <= 255:
+        return colours.astype(np.uint8)  # 8-bit entries stored in 16-bit words
+    return colours
 
 
 def _pydicom():
@@ -120,49 +163,82 @@ def _stored_range(dataset) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def _modality(dataset, stored: np.ndarray) -> np.ndarray:
-    """Stored values to modality units, integer where slope and intercept are integers."""
+def _modality(dataset, stored: np.ndarray, frames: int) -> np.ndarray:
+    """Stored values to modality units, integer where every slope and intercept is an integer."""
     if "ModalityLUTSequence" in dataset:
         from pydicom.pixels import apply_modality_lut
 
         return apply_modality_lut(stored, dataset)
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
-    if slope == 1 and intercept == 0 or stored.dtype.kind == "f":
-        return stored if stored.dtype.kind != "f" or (slope == 1 and intercept == 0) else stored * slope + intercept
-    if slope.is_integer() and intercept.is_integer():
-        low, high = sorted(v * slope + intercept for v in _stored_range(dataset))
-        for target in (np.int16, np.uint16, np.int32):
-            info = np.iinfo(target)
-            if info.min <= low and high <= info.max:
-                wide = np.int32 if np.dtype(target).itemsize <= 2 else np.int64
-                values = stored.astype(wide)  # one copy; the rescale happens in place
-                if slope != 1:
-                    values *= int(slope)
-                values += int(intercept)
-                return values if np.dtype(target) == np.dtype(wide) else values.astype(target)
-    return stored.astype(np.float64) * slope + intercept
+    slopes, intercepts = rescale_factors(dataset, frames)
+    if (slopes == 1).all() and (intercepts == 0).all():
+        return stored
+    if frames > 1 and stored.ndim >= 3:  # one factor per frame, along the first axis
+        shape = (frames,) + (1,) * (stored.ndim - 1)
+        slopes, intercepts = slopes.reshape(shape), intercepts.reshape(shape)
+    else:
+        slopes, intercepts = slopes[0], intercepts[0]
+    if stored.dtype.kind == "f":
+        return stored * slopes + intercepts
+    if np.all(np.mod(slopes, 1) == 0) and np.all(np.mod(intercepts, 1) == 0):
+        target = _integer_target(dataset, slopes, intercepts)
+        if target is not None:
+            wide = np.int32 if np.dtype(target).itemsize <= 2 else np.int64
+            values = stored.astype(wide)  # one copy; the rescale happens in place
+            values *= np.asarray(slopes).astype(wide)
+            values += np.asarray(intercepts).astype(wide)
+            return values if np.dtype(target) == np.dtype(wide) else values.astype(target)
+    return stored.astype(np.float64) * slopes + intercepts
+
+
+def _integer_target(dataset, slopes, intercepts) -> type | None:
+    """The smallest of int16, uint16, int32 that holds every value the file can hold, rescaled."""
+    ends = [v * np.asarray(slopes, np.float64) + np.asarray(intercepts, np.float64) for v in _stored_range(dataset)]
+    low, high = float(min(e.min() for e in ends)), float(max(e.max() for e in ends))
+    for target in (np.int16, np.uint16, np.int32):
+        info = np.iinfo(target)
+        if info.min <= low and high <= info.max:
+            return target
+    return None
+
+
+def rescale_factors(dataset, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(slopes, intercepts), one per frame: a frame's own PixelValueTransformationSequence
+    (PerFrameFunctionalGroupsSequence), else the shared one (SharedFunctionalGroupsSequence),
+    else the top-level RescaleSlope and RescaleIntercept. pydicom's ``apply_modality_lut``
+    reads only the last."""
+    top = (float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0))
+    shared = _pixel_value_transformation(dataset.get("SharedFunctionalGroupsSequence"))
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence") or []
+    factors = []
+    for index in range(frames):
+        own = _pixel_value_transformation(per_frame[index:index + 1]) if index < len(per_frame) else None
+        factors.append(own or shared or top)
+    slopes, intercepts = zip(*factors)
+    return np.array(slopes, np.float64), np.array(intercepts, np.float64)
+
+
+def _pixel_value_transformation(groups) -> tuple[float, float] | None:
+    """(slope, intercept) from the first item of a functional groups sequence, if it has them."""
+    if not groups:
+        return None
+    transformation = groups[0].get("PixelValueTransformationSequence")
+    if not transformation or "RescaleSlope" not in transformation[0] and "RescaleIntercept" not in transformation[0]:
+        return None
+    item = transformation[0]
+    return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
 
 
 def _spacing(dataset) -> tuple[float, ...] | None:
-    spacing = dataset.get("PixelSpacing")
+    """PixelSpacing (and SliceThickness): top-level, or in the shared PixelMeasuresSequence
+    of an Enhanced (multi-frame) object."""
+    source = dataset
+    if "PixelSpacing" not in dataset:
+        shared = dataset.get("SharedFunctionalGroupsSequence")
+        measures = shared[0].get("PixelMeasuresSequence") if shared else None
+        source = measures[0] if measures else dataset
+    spacing = source.get("PixelSpacing")
     if spacing is None:
         return None
-    thickness = dataset.get("SliceThickness")
+    thickness = source.get("SliceThickness")
     values = [float(v) for v in spacing] + ([float(thickness)] if thickness not in (None, "") else [])
     return tuple(values)
-
-
-def series_header(path: str) -> tuple[str, float, int] | None:
-    """(SeriesInstanceUID, position along the patient axis, InstanceNumber), or None if unreadable."""
-    try:
-        pydicom = _pydicom()
-        header = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID", "InstanceNumber", "ImagePositionPatient"])
-    except Exception:  # the reader reports a broken file later, by name
-        return None
-    uid = str(header.get("SeriesInstanceUID", ""))
-    if not uid:
-        return None
-    position = header.get("ImagePositionPatient")
-    return uid, float(position[2]) if position else 0.0, int(header.get("InstanceNumber", 0) or 0)

@@ -1,16 +1,129 @@
-"""PGM/PPM/PNM (8- and 16-bit, any maxval) through OpenCV, as 16-bit colour PNG is (``pillow.py``)."""
+"""PBM/PGM/PPM (``P1``-``P6``), read here: plain (ASCII) and raw (binary) files alike keep their
+sample values as stored, 8-bit (maxval < 256) or 16-bit (big-endian in the file).
+
+OpenCV rescales plain files whose maxval is below 255 to 0-255 and keeps raw ones as stored,
+and Pillow rescales any maxval other than 255, so neither decides. A maxval of the form 2^k - 1
+below the dtype's maximum (4095 in 16 bits, 15 in 8) is recorded as k significant bits; any
+other maxval (e.g. 1000) is stated in a note, with raw values kept. Bitmaps (PBM, 1 = black)
+follow the bool rule: white is 255, black 0, as Pillow reads them. The first image of a file is read.
+"""
 
 from __future__ import annotations
 
-from .base import ReadOptions, DecodedImage, check_pixel_limit
-from .pillow import open_image, read_with_opencv
+import numpy as np
+
+from ..errors import ReadError
+from .base import GRAY, RGB, DecodedImage, ReadOptions, check_pixel_limit
 
 EXTENSIONS = (".pgm", ".ppm", ".pnm", ".pbm")
+_SAMPLES = {b"P1": 1, b"P2": 1, b"P3": 3, b"P4": 1, b"P5": 1, b"P6": 3}
+_PLAIN = (b"P1", b"P2", b"P3")
+_BITMAP = (b"P1", b"P4")
+_HEADER_LIMIT = 4096  # bytes a header (with its comments) may take
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
     """Decode a Netpbm file with its raw sample values."""
-    with open(path, "rb") as file, open_image(file, path) as image:  # header only: the size, for the pixel limit
-        width, height = image.size
-    check_pixel_limit(path, width * height, options.max_pixels)
-    return read_with_opencv(path)
+    with open(path, "rb") as file:
+        magic, width, height, maxval, start = parse_header(file.read(_HEADER_LIMIT), path)
+        check_pixel_limit(path, width * height, options.max_pixels)
+        file.seek(start)
+        data = file.read()
+    shape = (height, width, _SAMPLES[magic])
+    if magic in _BITMAP:
+        ink = _plain_bits(data, shape, path) if magic == b"P1" else _raw_bits(data, shape, path)
+        return DecodedImage(pixels=np.where(ink, np.uint8(0), np.uint8(255))[None], channels=GRAY)
+    dtype = np.dtype(np.uint8 if maxval < 256 else ">u2")
+    samples = _plain_samples(data, shape, path) if magic in _PLAIN else _raw_samples(data, shape, dtype, path)
+    _check_maxval(samples, maxval, path)
+    pixels = np.moveaxis(samples.astype(dtype.newbyteorder("="), copy=False), -1, 0)
+    bits, notes = _declared_scale(maxval, pixels.dtype)
+    return DecodedImage(pixels=pixels, channels=GRAY if shape[2] == 1 else RGB, significant_bits=bits, notes=notes)
+
+
+def parse_header(head: bytes, path: str) -> tuple[bytes, int, int, int, int]:
+    """(magic, width, height, maxval, offset of the pixel data) from the first bytes of a file.
+
+    Fields are separated by whitespace, and ``#`` starts a comment to the end of its line;
+    one whitespace character ends the header.
+    """
+    magic = head[:2]
+    if magic not in _SAMPLES:
+        raise ReadError(path, "not a Netpbm file (expected P1 to P6 in its first bytes)")
+    fields, position = [], 2
+    wanted = 2 if magic in _BITMAP else 3
+    while len(fields) < wanted:
+        while position < len(head) and (head[position:position + 1].isspace() or head[position:position + 1] == b"#"):
+            if head[position:position + 1] == b"#":
+                end = head.find(b"\n", position)
+                position = len(head) if end < 0 else end
+            position += 1
+        end = position
+        while end < len(head) and head[end:end + 1].isdigit():
+            end += 1
+        if end == position:
+            raise ReadError(path, "cannot decode: its Netpbm header is incomplete or malformed")
+        fields.append(int(head[position:end]))
+        position = end
+    width, height, maxval = fields[0], fields[1], fields[2] if wanted == 3 else 1
+    if width < 1 or height < 1 or not 0 < maxval < 65536:
+        raise ReadError(path, f"cannot decode: its Netpbm header declares {width}x{height} pixels and maxval {maxval}")
+    return magic, width, height, maxval, position + 1
+
+
+def _plain_samples(data: bytes, shape: tuple[int, ...], path: str) -> np.ndarray:
+    """The decimal samples of a plain (ASCII) file, comments left out."""
+    tokens = _without_comments(data).split()
+    count = int(np.prod(shape))
+    if len(tokens) < count:
+        raise ReadError(path, f"pixel data end after {len(tokens):,} of {count:,} samples (truncated)")
+    try:
+        return np.array(tokens[:count], dtype=np.bytes_).astype(np.int64).reshape(shape)
+    except ValueError:
+        raise ReadError(path, "cannot decode: its plain (ASCII) pixel data hold something other than numbers") from None
+
+
+def _raw_samples(data: bytes, shape: tuple[int, ...], dtype: np.dtype, path: str) -> np.ndarray:
+    count = int(np.prod(shape))
+    if len(data) < count * dtype.itemsize:
+        raise ReadError(path, f"pixel data end after {len(data):,} of {count * dtype.itemsize:,} bytes (truncated)")
+    return np.frombuffer(data, dtype, count).reshape(shape)
+
+
+def _plain_bits(data: bytes, shape: tuple[int, ...], path: str) -> np.ndarray:
+    """The bits of a plain PBM: digits 0 and 1, with or without whitespace between them."""
+    digits = np.frombuffer(bytes(c for c in _without_comments(data) if c in b"01"), np.uint8)
+    count = shape[0] * shape[1]
+    if digits.size < count:
+        raise ReadError(path, f"pixel data end after {digits.size:,} of {count:,} pixels (truncated)")
+    return (digits[:count] == ord("1")).reshape(shape[:2])
+
+
+def _raw_bits(data: bytes, shape: tuple[int, ...], path: str) -> np.ndarray:
+    """The bits of a raw PBM: each row packed into whole bytes, most significant bit first."""
+    height, width = shape[:2]
+    row_bytes = -(-width // 8)
+    if len(data) < height * row_bytes:
+        raise ReadError(path, f"pixel data end after {len(data):,} of {height * row_bytes:,} bytes (truncated)")
+    packed = np.frombuffer(data, np.uint8, height * row_bytes).reshape(height, row_bytes)
+    return np.unpackbits(packed, axis=1)[:, :width].astype(bool)
+
+
+def _without_comments(data: bytes) -> bytes:
+    return b"\n".join(line.split(b"#", 1)[0] for line in data.split(b"\n"))
+
+
+def _check_maxval(samples: np.ndarray, maxval: int, path: str) -> None:
+    largest = int(samples.max(initial=0))
+    if largest > maxval:
+        raise ReadError(path, f"a sample ({largest}) exceeds the file's maxval {maxval}")
+
+
+def _declared_scale(maxval: int, dtype: np.dtype) -> tuple[int | None, tuple[str, ...]]:
+    """(significant bits, notes) that a maxval below the dtype's maximum declares."""
+    full = np.iinfo(dtype).max
+    if maxval == full:
+        return None, ()
+    if (maxval + 1) & maxval == 0:  # 2^k - 1
+        return maxval.bit_length(), ()
+    return None, (f"Netpbm maxval {maxval}: values are kept raw (0..{maxval}); their [0, 1] scale is raw / {maxval}",)

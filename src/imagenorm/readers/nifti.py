@@ -3,7 +3,8 @@
 ``scl_slope``/``scl_inter`` are applied; unscaled integer volumes keep their dtype (so
 their statistics are exact), scaled ones become float64 (``read_image`` makes big-endian
 data native). A 3-D volume is one channel ``(1, X, Y, Z)``; the 4th axis of a 4-D
-volume is the channel axis (``nifti_4d="channels"``) or pooled into one channel
+volume is the channel axis (``nifti_4d="channels"``; named ``channel0``, ``channel1``, ...:
+time points or modalities, never colours) or pooled into one channel
 (``"pooled"``).
 """
 
@@ -15,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import ReadError
-from .base import GRAY, DecodedImage, ReadOptions, array_channels, check_pixel_limit
+from .base import GRAY, DecodedImage, ReadOptions, check_pixel_limit, generic_channels
 
 EXTENSIONS = (".nii",)  # and .nii.gz, matched by reader_for
 
@@ -38,7 +39,12 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     if options.nifti_4d == "pooled":
         return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms, physical=True)
     pixels = np.moveaxis(volumes, -1, 0)
-    return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]), spacing=zooms, physical=True)
+    return DecodedImage(pixels=pixels, channels=volume_channels(pixels.shape[0]), spacing=zooms, physical=True)
+
+
+def volume_channels(count: int) -> tuple[str, ...]:
+    """Names of the volumes along a 4th axis (time points, modalities): never colours."""
+    return GRAY if count == 1 else generic_channels(count)
 
 
 def _check_length(image, path: str) -> None:

@@ -2,7 +2,7 @@
 
 Layout: 2-D is one gray image; 3-D is channel-last when the last axis has 1, 3 or 4
 entries, channel-first when the first has, else a one-channel volume; 4-D is
-``(C, D, H, W)``.
+``(C, D, H, W)``. Bool arrays are read as uint8 0 and 255 (the bool rule of every reader).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import os
 import numpy as np
 
 from ..errors import ReadError
-from .base import ReadOptions, DecodedImage, array_channels, check_pixel_limit
+from .base import DecodedImage, ReadOptions, array_channels, bilevel, check_pixel_limit
 
 EXTENSIONS = (".npy",)
 _CHANNEL_COUNTS = (1, 3, 4)
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
-    """Load an ``.npy`` file of integer or float samples."""
+    """Load an ``.npy`` file of integer, float or bool samples."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
@@ -29,9 +29,7 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         raise ReadError(path, f"unsupported array dtype {array.dtype} (expected integers or floats)")
     pixels = to_channel_first(array, path)
     check_pixel_limit(path, math.prod(pixels.shape[1:]), options.max_pixels)
-    pixels = np.asarray(pixels)  # read the mapped data now, inside the size limit
-    if pixels.dtype == np.bool_:
-        pixels = pixels.astype(np.uint8)
+    pixels = bilevel(np.asarray(pixels))  # read the mapped data now, inside the size limit
     names = array_channels(pixels.shape[0])
     return DecodedImage(pixels=pixels, channels=names)
 

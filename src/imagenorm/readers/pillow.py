@@ -1,7 +1,10 @@
 """PNG, JPEG, BMP, WebP and GIF through Pillow, with 16-bit colour PNG handed to OpenCV.
 
-The OpenCV decoder (:func:`read_with_opencv`) and the Pillow opener (:func:`open_image`) live
-here, and ``netpbm.py`` uses both.
+Frames: an animated image (GIF, APNG of 8 or 16 bits, WebP) counts every frame of its animation,
+as displayed, stacked as a leading spatial axis ``(C, frames, H, W)``; a JPEG counts its primary
+picture only (an MPO's stereo partner or preview is not part of it). Pillow images in memory
+(:func:`frame_array`) follow the same sample rules as files: palette expanded, 1-bit as 0 and
+255, CMYK, YCbCr and other colour spaces refused.
 
 Nothing here changes Pillow's process-wide settings. Files are opened without Pillow's own
 decompression-bomb check (``Image.MAX_IMAGE_PIXELS``, which ``max_pixels`` replaces), and a
@@ -24,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import ReadError
-from .base import ReadOptions, GRAY, DecodedImage, channel_first, channels_for, check_pixel_limit
+from .base import GRAY, GRAY_ALPHA, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 CUT_SHORT = "the file ends before its pixel data do (truncated)"
@@ -34,43 +37,60 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
-    """Decode with Pillow, refusing oversized images before any pixel is decoded."""
+    """Decode with Pillow, refusing oversized images before any pixel is decoded.
+
+    An animated image (GIF, APNG of any depth, WebP) gives every frame as displayed, as a
+    leading spatial axis ``(C, frames, H, W)``; a JPEG is its primary picture only (an MPO
+    file's second picture, a stereo pair's other eye or a preview, is not counted).
+    """
     with EndAwareFile(path) as file, open_image(file, path) as image:
         width, height = image.size
-        frames = getattr(image, "n_frames", 1)
-        check_pixel_limit(path, width * height * frames, options.max_pixels)
+        frames = counted_frames(image)
+        check_pixel_limit(path, width * height * len(frames), options.max_pixels)
         header = png_header(path) if image.format == "PNG" else None
         if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6):
             image.verify()  # walks every chunk and CRC: a truncated file fails here
-            return replace(_read_16bit_colour(path, header), significant_bits=header.significant_bits)
-        if image.mode == "CMYK":
-            raise ReadError(path, "CMYK images are not supported; convert them to RGB first")
+            return replace(_read_16bit_colour(path, header, len(frames)), significant_bits=header.significant_bits)
         arrays, palette = _decode_frames(image, frames, file, path, header)
-    pixels = arrays[0] if frames == 1 else np.stack(arrays)
+    pixels = arrays[0] if len(frames) == 1 else np.stack(arrays)
     bits = header.significant_bits if header is not None else None
-    if pixels.ndim == 2 + (frames > 1):  # one channel: no channel axis yet
+    if pixels.ndim == 2 + (len(frames) > 1):  # one channel: no channel axis yet
         return DecodedImage(pixels=pixels[None], channels=GRAY, palette=palette, significant_bits=bits)
     names = channels_for(pixels.shape[-1])
     return DecodedImage(pixels=channel_first(pixels), channels=names, palette=palette, significant_bits=bits)
 
 
-def _read_16bit_colour(path: str, header: PngHeader) -> DecodedImage:
-    """16-bit colour PNG through OpenCV (Pillow would cut it to 8 bits); missing rows make it fail."""
+def counted_frames(image: Image.Image) -> range:
+    """The frames that count: every frame of an animation (not an APNG's default image where it
+    is no frame of the animation: OpenCV skips it too), the primary picture of a JPEG (MPO)."""
+    if image.format in ("JPEG", "MPO"):
+        return range(1)
+    count = getattr(image, "n_frames", 1)
+    first = 1 if count > 1 and image.format == "PNG" and image.info.get("default_image") else 0
+    return range(first, count)
+
+
+def _read_16bit_colour(path: str, header: PngHeader, frames: int) -> DecodedImage:
+    """16-bit colour PNG (every frame of an APNG) through OpenCV (Pillow would cut it to 8 bits);
+    missing rows make it fail."""
     try:
-        return read_with_opencv(path)
+        image = read_with_opencv(path, frames)
     except ReadError:
         check_png_data(path, header)  # say which rows are missing, if that is why
         raise
+    if header.colour_type == 4:  # OpenCV repeats the gray of gray+alpha into BGR
+        return replace(image, pixels=image.pixels[[0, 3]], channels=GRAY_ALPHA)
+    return image
 
 
-def _decode_frames(image: ImageFile.ImageFile, frames: int, file: EndAwareFile, path: str,
+def _decode_frames(image: ImageFile.ImageFile, frames: range, file: EndAwareFile, path: str,
                    header: PngHeader | None) -> tuple[list[np.ndarray], bool]:
-    """Every frame as exact samples (palette expanded); a PNG of one image is checked row by row."""
-    single_png = header is not None and frames == 1
+    """The ``frames`` as exact samples (palette expanded); a PNG of one image is checked row by row."""
+    single_png = header is not None and getattr(image, "n_frames", 1) == 1
     marker = mark_unwritten(image) if single_png and not header.interlaced else None
     arrays, palette = [], False
     try:
-        for index in range(frames):
+        for index in frames:
             array, palette = _decode_frame(image, index, file, path, watch_end=not single_png)
             arrays.append(array)
     except OSError:
@@ -93,7 +113,7 @@ def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str,
     file.ran_out = False
     try:
         image.seek(index)
-        array, palette = _frame_array(image)
+        array, palette = frame_array(image, path)
     except OSError:
         if file.ran_out:
             raise ReadError(path, CUT_SHORT) from None
@@ -103,16 +123,37 @@ def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str,
     return array, palette
 
 
-def _frame_array(image: Image.Image) -> tuple[np.ndarray, bool]:
-    """The current frame as an array of exact samples (palette expanded)."""
-    if image.mode in ("P", "PA"):
-        has_alpha = image.mode == "PA" or "transparency" in image.info
+_SAMPLE_MODES = ("L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N", "F")  # kept as stored
+
+
+def frame_array(image: Image.Image, name: str) -> tuple[np.ndarray, bool]:
+    """The current frame of a Pillow image (a file's, or one given in memory) as exact samples.
+
+    Palette images are expanded to RGB(A); 1-bit images give 0 and 255 (the bool rule of
+    :func:`~imagenorm.readers.base.bilevel`); RGBX loses its padding byte. Other colour spaces
+    (CMYK, YCbCr, LAB, HSV, premultiplied alpha) are refused: their samples are not RGB, and
+    dropping or relabelling a band would give wrong statistics.
+
+    Returns:
+        (array ``(H, W[, C])``, whether a palette was expanded).
+
+    Raises:
+        ReadError: the mode is not one of the above, named with ``name``.
+    """
+    mode = image.mode
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
         return np.asarray(image.convert("RGBA" if has_alpha else "RGB")), True
-    if image.mode == "1":
+    if mode == "1":
         return np.asarray(image.convert("L")), False
-    if image.mode == "I":  # 32-bit integer (rare outside TIFF); values kept
+    if mode == "RGBX":
+        return np.asarray(image.convert("RGB")), False
+    if mode == "I":  # 32-bit integer (rare outside TIFF); values kept
         return np.asarray(image, dtype=np.int32), False
-    return np.asarray(image), False  # L, LA, RGB, RGBA, I;16, F: samples as stored
+    if mode not in _SAMPLE_MODES:
+        raise ReadError(name, f"{mode} images are not supported (their samples are not RGB); "
+                              "convert them to RGB first, e.g. image.convert('RGB') in Pillow")
+    return np.asarray(image), False
 
 
 class EndAwareFile(io.BufferedReader):
@@ -278,22 +319,36 @@ def _png_shortage(header: PngHeader, found: int, expected: int) -> str:
     return f"pixel data end after {found // row_bytes} of {header.height} rows"
 
 
-def read_with_opencv(path: str) -> DecodedImage:
-    """Decode with ``cv2.IMREAD_UNCHANGED`` (keeps 16 bits) and reorder BGR to RGB."""
+def read_with_opencv(path: str, frames: int = 1) -> DecodedImage:
+    """Decode with ``cv2.IMREAD_UNCHANGED`` (keeps 16 bits) and reorder BGR to RGB.
+
+    With ``frames`` > 1 (an APNG), every frame as displayed (OpenCV composes them as Pillow
+    does), stacked as a leading spatial axis.
+    """
     import cv2
 
     data = np.fromfile(path, dtype=np.uint8)
     with _quiet_opencv(cv2):
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if frames == 1 else _opencv_frames(cv2, data, frames, path)
     if decoded is None:
         raise ReadError(path, "cannot decode: truncated or corrupt file")
-    if decoded.ndim == 2:
+    if decoded.ndim == 2 + (frames > 1):
         return DecodedImage(pixels=decoded[None], channels=GRAY)
     count = decoded.shape[-1]
     if count in (3, 4):  # OpenCV gives BGR(A)
         order = [2, 1, 0] + ([3] if count == 4 else [])
         decoded = decoded[..., order]
     return DecodedImage(pixels=channel_first(decoded), channels=channels_for(count))
+
+
+def _opencv_frames(cv2, data: np.ndarray, frames: int, path: str) -> np.ndarray | None:
+    """Every frame of an animation, ``(frames, H, W[, C])``; refused if fewer than declared."""
+    decoded, animation = cv2.imdecodeanimation(data)
+    if not decoded or not animation.frames:
+        return None
+    if len(animation.frames) != frames:
+        raise ReadError(path, f"pixel data end after {len(animation.frames)} of {frames} frames")
+    return np.stack(animation.frames)
 
 
 _quiet_lock = threading.Lock()

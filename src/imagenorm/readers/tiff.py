@@ -1,4 +1,15 @@
-"""TIFF through tifffile: every page, any bit depth, integer or float samples."""
+"""TIFF through tifffile: every page, any bit depth, integer or float samples.
+
+Channels follow the file's tags: PhotometricInterpretation RGB (or JPEG-compressed YCbCr, which
+the codec returns as RGB) names red, green, blue; a single MinIsBlack/MinIsWhite sample is gray;
+an extra sample is alpha only where ExtraSamples says so (1: associated, 2: unassociated alpha),
+otherwise it is a channel of its own (``channel3`` for the near-infrared band of RGB+NIR), kept
+whatever ``alpha`` says. Palette images are expanded through their colour map (8-bit colours
+when every entry of the 16-bit map is an 8-bit value times 256 or 257, as writers store them,
+else 16-bit). 1-bit images give uint8 0 and 255 (the bool rule). CMYK (Separated), CIE Lab and
+YCbCr samples that are not JPEG-compressed are refused, as CMYK is everywhere. Pages of
+different dtypes are refused: their raw values do not share one scale.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +19,13 @@ import struct
 import numpy as np
 
 from ..errors import ReadError
-from .base import ReadOptions, DecodedImage, array_channels, channels_for, check_pixel_limit
+from .base import GRAY, RGB, DecodedImage, ReadOptions, bilevel, check_pixel_limit, generic_channels
 
 EXTENSIONS = (".tif", ".tiff")
+_MINISWHITE, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 2, 3, 5, 6
+_LAB = {8: "CIE L*a*b*", 9: "ICC L*a*b*", 10: "ITU L*a*b*"}
+_ALPHA_SAMPLES = (1, 2)  # ExtraSamples: associated, unassociated alpha (0 is unspecified data)
+_JPEG_COMPRESSION = (6, 7)
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
@@ -25,11 +40,15 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         series = list(tif.series)
         if not series:
             raise ReadError(path, "cannot decode: no image data in the TIFF file")
+        _check_dtypes(series, path)
+        keyframe = series[0].keyframe
+        _check_colour_space(keyframe, path)
+        palette = keyframe.photometric == _PALETTE and keyframe.colormap is not None
         total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
         check_pixel_limit(path, total, options.max_pixels)
         check_complete(tif, series, path)
-        arrays = [_channel_first(s.asarray(), s.axes) for s in series]
-        has_alpha = bool(tif.pages[0].extrasamples)
+        arrays = [_palette_colours(s, path) if palette else _channel_first(s.asarray(), s.axes) for s in series]
+        names = RGB if palette else channel_names(series[0], arrays[0].shape[0])
     counts = {a.shape[0] for a in arrays}
     if len(counts) > 1:
         raise ReadError(path, f"its series have different channel counts {sorted(counts)}")
@@ -39,9 +58,72 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         pixels = np.stack(arrays, axis=1)
     else:
         pixels = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
-    count = pixels.shape[0]
-    names = channels_for(count) if has_alpha and count in (2, 4) else array_channels(count)
-    return DecodedImage(pixels=pixels, channels=names)
+    notes = ("MinIsWhite kept as stored (low values display bright)",) if keyframe.photometric == _MINISWHITE else ()
+    return DecodedImage(pixels=bilevel(pixels), channels=names, palette=palette, notes=notes)
+
+
+def _check_dtypes(series: list, path: str) -> None:
+    """Pages of different dtypes (tifffile makes them separate series) would be upcast to one,
+    their raw values then read under a scale that is not theirs: refused, naming them."""
+    dtypes = {np.dtype(s.dtype) for s in series}
+    if len(dtypes) > 1:
+        found = ", ".join(f"{np.dtype(s.dtype)} ({_first_page(s)})" for s in series)
+        raise ReadError(path, f"its pages have different dtypes: {found}; save them as separate files or convert them to one dtype")
+
+
+def _first_page(series) -> str:
+    index = series.keyframe.index
+    return f"page {index + 1}" if isinstance(index, int) else f"page {index}"
+
+
+def _check_colour_space(page, path: str) -> None:
+    """Refuse samples that are not gray, RGB or palette indices (CMYK, Lab, raw YCbCr)."""
+    photometric = int(page.photometric)
+    if photometric == _SEPARATED:
+        raise ReadError(path, "CMYK (Separated) images are not supported; convert them to RGB first")
+    if photometric in _LAB:
+        raise ReadError(path, f"{_LAB[photometric]} images are not supported; convert them to RGB first")
+    if photometric == _YCBCR and int(page.compression) not in _JPEG_COMPRESSION:
+        raise ReadError(path, "YCbCr samples that are not JPEG-compressed are not supported; convert them to RGB first")
+
+
+def channel_names(series, count: int) -> tuple[str, ...]:
+    """What each of the ``count`` channels of ``series`` is, from its first page's tags."""
+    page = series.keyframe
+    if "S" not in series.axes:  # one sample per pixel; a C axis (an ImageJ hyperstack) holds channels
+        return GRAY if count == 1 else generic_channels(count)
+    extras = [int(kind) for kind in page.extrasamples]
+    colour = count - len(extras)
+    if colour == 3 and int(page.photometric) in (_RGB, _YCBCR):
+        names = RGB
+    elif colour == 1 and all(kind in _ALPHA_SAMPLES for kind in extras):
+        names = GRAY
+    else:
+        names = generic_channels(colour)
+    return names + tuple("alpha" if kind in _ALPHA_SAMPLES else f"channel{colour + index}"
+                         for index, kind in enumerate(extras))
+
+
+def _palette_colours(series, path: str) -> np.ndarray:
+    """A palette series as colours ``(3, *spatial)`` through its colour map."""
+    colormap = series.keyframe.colormap
+    for page in series.pages:
+        other = getattr(page, "colormap", None)
+        if other is not None and not np.array_equal(other, colormap):
+            raise ReadError(path, "its palette pages have different colour maps")
+    indices = series.asarray()
+    if indices.max(initial=0) >= colormap.shape[1]:
+        raise ReadError(path, f"a palette index ({int(indices.max())}) is beyond its colour map of {colormap.shape[1]} entries")
+    return _colour_depth(colormap)[:, indices]
+
+
+def _colour_depth(colormap: np.ndarray) -> np.ndarray:
+    """A TIFF colour map (16-bit entries) as 8-bit colours when every entry is an 8-bit value
+    times 257 or 256 (how writers store 8-bit palettes), else as stored."""
+    for factor in (257, 256):
+        if not (colormap % factor).any() and colormap.max(initial=0) // factor <= 255:
+            return (colormap // factor).astype(np.uint8)
+    return colormap.astype(np.uint16)
 
 
 def check_complete(tif, series: list, path: str) -> None:

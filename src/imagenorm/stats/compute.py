@@ -91,7 +91,7 @@ def compute_stats(
     check_choice("float_percentiles", float_percentiles)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise OptionError(f"workers must be a non-negative integer, got {workers!r}")
-    items, ignored = as_item_source(source, dicom_series=read_options.dicom_series and read_options.mask_dir is None)
+    items, ignored = as_item_source(source, dicom_series=read_options.groups_series)
     if len(items) == 0:
         raise EmptyDatasetError("the dataset is empty")
     mask = MaskSpec.from_options(read_options, source_root(items.paths, source) if isinstance(items, FileItems) else None)

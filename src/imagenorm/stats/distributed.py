@@ -1,7 +1,7 @@
 """Statistics across ranks with torch.distributed: shards, and the reduction of partial state.
 
 Every rank reads its own shard of the item list (items ``rank, rank + world, ...``: no item
-twice, none skipped, no padding), reduces it to a :class:`PartialStats`, and the ranks then
+twice, none skipped, no padding), reduces it to a :class:`~imagenorm.stats.measurement.Measurement`, and the ranks then
 combine their states with collectives: fixed-size histograms and counts by ``all_reduce``
 (sum); everything else (float moments, ranged histograms, skipped lists, the audit) is
 gathered and merged in rank order, the same on every rank, so every rank ends with the

@@ -20,6 +20,7 @@ from ..readers import (
     ReadOptions,
     apply_channel_options,
     array_channels,
+    bilevel,
     channel_first,
     channels_for,
     native_order,
@@ -289,7 +290,11 @@ class DatasetItems(ItemSource):
 
 
 def to_decoded(item: Any, name: str) -> DecodedImage:
-    """Convert one dataset item to a DecodedImage."""
+    """Convert one dataset item to a DecodedImage, by the rules files follow.
+
+    Bool samples become uint8 0 and 255 (:func:`~imagenorm.readers.bilevel`); a PIL image is
+    read as a decoded file's frame is (palette expanded, CMYK and YCbCr refused).
+    """
     if isinstance(item, (tuple, list)) and item:
         item = item[0]
     if "torch" in sys.modules:
@@ -299,24 +304,23 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
             array = item.detach().cpu().numpy()
             if array.ndim not in (2, 3, 4):
                 raise ReadError(name, f"expected a tensor of shape (H, W), (C, H, W) or (C, D, H, W), got {tuple(item.shape)}")
-            pixels = array[None] if array.ndim == 2 else array
+            pixels = bilevel(array[None] if array.ndim == 2 else array)
             return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
     if "PIL" in sys.modules:
         from PIL import Image
 
         if isinstance(item, Image.Image):
-            from ..readers.pillow import _frame_array
+            from ..readers.pillow import frame_array
 
-            array, palette = _frame_array(item)
+            array, palette = frame_array(item, name)
             pixels = channel_first(array)
             return DecodedImage(pixels=pixels, channels=channels_for(pixels.shape[0]), palette=palette)
     if isinstance(item, np.ndarray):
-        if item.dtype.kind not in "uif":
+        if item.dtype.kind not in "uifb":
             raise ReadError(name, f"unsupported array dtype {item.dtype}")
-        pixels = to_channel_first(item, name)
+        pixels = bilevel(to_channel_first(item, name))
         return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
     raise ReadError(name, f"expected a tensor, numpy array or PIL image, got {type(item).__name__}")
-
 
 
 def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, int]:

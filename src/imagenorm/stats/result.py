@@ -216,7 +216,7 @@ class DatasetStats:
         if self.channel_names != other.channel_names:
             raise ImagenormError(f"cannot merge statistics of channels {list(self.channel_names)} "
                                  f"with {list(other.channel_names)}")
-        if self.read_options != other.read_options:
+        if _defining(self.read_options) != _defining(other.read_options):
             mine, theirs = self.read_options.to_dict(), other.read_options.to_dict()
             key = next(k for k in mine if mine[k] != theirs[k])
             raise ImagenormError(f"cannot merge statistics measured with {key}={mine[key]!r} "
@@ -233,7 +233,7 @@ class DatasetStats:
             read_options=self.read_options,
             ignored=self.ignored + other.ignored,
             hidden=self.hidden + other.hidden,
-            alpha=self.alpha,
+            alpha=_merged_alpha(self.alpha, other.alpha),
             created_by=self.created_by,
         )
 
@@ -285,6 +285,18 @@ class DatasetStats:
     def to_dict(self) -> dict[str, Any]:
         """The stats file's JSON form."""
         return statsfile.to_dict(self)
+
+
+def _defining(options: ReadOptions) -> ReadOptions:
+    """The options that define the values: each part may bring its own mask folder."""
+    return dataclasses.replace(options, mask_dir=None if options.mask_dir is None else "mask files")
+
+
+def _merged_alpha(a: str, b: str) -> str:
+    for record in ("kept", "dropped where present"):
+        if record in (a, b):
+            return record
+    return a
 
 
 def float_percentiles_from(histogram: FloatHistogram) -> tuple[list[dict[str, float]], list[float]]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .result import DatasetStats
-from ..errors import InputError
+from ..errors import ImagenormError, InputError
 from ..options import ReadOptions, check_choice
 from ..readers.base import array_channels
 from .histogram import IntegerHistogram
@@ -58,6 +58,7 @@ class StatsAccumulator:
         self.counts: torch.Tensor | None = None  # (C, bins) int64 on the batches' device
         self.moments: FloatMoments | None = None
         self.images = 0
+        self.voxels = 0  # every value added (all channels)
         self.spread: ImageSpread | None = None  # per-image means and stds, merged like the rest
 
     def update(self, batch: torch.Tensor) -> None:
@@ -75,6 +76,7 @@ class StatsAccumulator:
         batch_spread = ImageSpread.of_images(means, stds, flat.shape[1])
         self.spread = batch_spread if self.spread is None else self.spread.merge(batch_spread)
         self.images += batch.shape[0]
+        self.voxels += batch.numel()
 
     def _checked(self, batch: torch.Tensor) -> torch.Tensor:
         """The batch converted as asked, once its layout, channels and dtype fit the first batch's."""
@@ -163,13 +165,21 @@ class StatsAccumulator:
 
         from . import distributed
 
+        layouts = distributed.gather((self.layout, self.dtype, self.counts is not None), group)
+        if any(entry != layouts[0] for entry in layouts):
+            raise InputError("the ranks added batches of different layouts, dtypes, or none at all: "
+                             + "; ".join(f"rank {rank}: {entry[:2]}" for rank, entry in enumerate(layouts)))
         if self.counts is not None:
-            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM, group=group)
+            try:
+                dist.all_reduce(self.counts, op=dist.ReduceOp.SUM, group=group)
+            except RuntimeError as error:
+                raise ImagenormError(f"a rank failed or timed out while summing histograms: {error}") from None
         if self.moments is not None:
             self.moments = distributed.gather_merge(self.moments, group)
         if self.spread is not None:
             self.spread = distributed.gather_merge(self.spread, group)
         self.images = sum(distributed.gather(self.images, group))
+        self.voxels = sum(distributed.gather(self.voxels, group))
 
     def compute(self) -> DatasetStats:
         """The statistics of everything added (one small transfer to the host)."""
@@ -179,8 +189,9 @@ class StatsAccumulator:
             state = IntegerHistogram(self.dtype, self.counts.cpu().numpy())
         else:
             state = self.moments
+        units = "float" if np.dtype(self.dtype).kind == "f" else "raw"
         measurement = Measurement(state, self.spread, files=self.images, dtypes=frozenset({self.dtype}),
-                                  units=frozenset({"float" if self.moments is not None else "raw"}))
+                                  units=frozenset({units}), voxels=self.voxels, spatial=frozenset({self.layout[0] - 2}))
         return DatasetStats(dtype=self.dtype, channel_names=array_channels(state.channels), measurement=measurement,
                             read_options=ReadOptions(convert=self.convert), created_by="imagenorm StatsAccumulator")
 
