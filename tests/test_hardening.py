@@ -296,3 +296,20 @@ def test_accumulated_volumes_keep_their_layout_and_merges_recompute_alpha(rng):
     rgb = imagenorm.compute_stats(rng.integers(0, 256, (3, 4, 4), dtype=np.uint8))
     none, dropped = rgb.replace(alpha="none present"), rgb.replace(alpha="dropped where present")
     assert none.merge(dropped).alpha == "dropped where present" == dropped.merge(none).alpha
+
+
+def test_a_threshold_on_multichannel_data_is_decided_by_one_reference_channel(tmp_path):
+    """Issue 10 #6: a voxel used to count when any channel passed the threshold."""
+    import torch
+
+    pixels = torch.tensor([[[100, 0, 100]], [[0, 100, 100]]], dtype=torch.int16)  # (C=2, 1, 3)
+    first = imagenorm.compute_stats(pixels, mask="threshold:>50")  # channel 0 decides: voxels 0 and 2
+    assert first.pooled.count == 4 and first.channels[0].min == 100 and first.channels[1].mean == 50
+    second = imagenorm.compute_stats(pixels, mask="threshold:>50@1")
+    assert second.channels[0].mean == 50 and second.channels[1].min == 100
+    assert second.read_options.mask == "threshold:>50@1" and second.to_dict()["mask"] == "threshold:>50@1"
+    with pytest.raises(imagenorm.ReadError, match="channel 'green' is not among"):
+        imagenorm.compute_stats(pixels, mask="threshold:>50@green")
+    from imagenorm.masks import MaskSpec
+
+    assert MaskSpec.parse("threshold:>50@1")(pixels).tolist() == [[[False, True, True]]]

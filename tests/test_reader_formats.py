@@ -451,3 +451,36 @@ class TestNiftiVolumes:
         np.testing.assert_array_equal(image.pixels, np.moveaxis(data, -1, 0))
         if volumes == 3:
             assert imagenorm.compute_stats(str(tmp_path / "v.nii.gz")).channel_names == names
+
+
+class TestSameRuleAtEveryDepth:
+    @pytest.mark.parametrize("depth", [8, 16])
+    def test_trns_colour_key_adds_no_alpha(self, tmp_path, rng, depth):
+        pixels = rng.integers(0, 1 << depth, (4, 5, 3)).astype(np.uint16)
+        key = _chunk(b"tRNS", struct.pack(">HHH", *map(int, pixels[0, 0])))
+        body = _chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 4, depth, 2, 0, 0, 0)) + key
+        (tmp_path / "k.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body + _chunk(b"IDAT", zlib.compress(_rows(pixels, depth)))
+                                         + _chunk(b"IEND", b""))
+        image = read_image(tmp_path / "k.png", ReadOptions(alpha="keep"))
+        assert image.channels == ("red", "green", "blue")
+        np.testing.assert_array_equal(image.pixels, channel_first(pixels))
+
+    @pytest.mark.parametrize("depth", [8, 16])
+    def test_apng_missing_a_frame_is_refused(self, tmp_path, rng, depth):
+        frames = [rng.integers(0, 1 << depth, (6, 7, 3)).astype(np.uint16) for _ in range(3)]
+        write_apng(tmp_path / "a.png", full_frames(frames), 2, depth)
+        data = (tmp_path / "a.png").read_bytes()
+        last = data.rindex(b"fcTL") - 4  # the last frame cut out, IEND kept
+        (tmp_path / "a.png").write_bytes(data[:last] + _chunk(b"IEND", b""))
+        with pytest.raises(ReadError, match=r"a\.png: (frame 3 of 3 cannot be decoded|cannot decode: truncated|pixel data end after 2 of 3)"):
+            read_image(tmp_path / "a.png")
+
+    def test_rgb24_nifti_is_colour(self, tmp_path, rng):
+        colours = rng.integers(0, 256, (4, 5, 3, 3), dtype=np.uint8)
+        data = np.zeros((4, 5, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        for index, field in enumerate("RGB"):
+            data[field] = colours[..., index]
+        nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), tmp_path / "c.nii")
+        image = read_image(tmp_path / "c.nii")
+        assert image.channels == ("red", "green", "blue") and image.pixels.dtype == np.uint8
+        np.testing.assert_array_equal(image.pixels, np.moveaxis(colours, -1, 0))

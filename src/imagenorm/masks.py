@@ -1,8 +1,10 @@
 """Foreground masks for statistics: nonzero voxels, a threshold, or a mask file per image.
 
-Statistics then count only the voxels inside the mask (the same spatial mask for every
-channel), exactly like the rest: this is what CT normalization in the nnU-Net style needs
-(foreground percentiles and foreground mean/std).
+A mask selects voxels, and every channel of a selected voxel counts (one spatial mask for
+all channels), exactly like the rest: this is what CT normalization in the nnU-Net style
+needs (foreground percentiles and foreground mean/std). ``nonzero``: a voxel where any channel
+is nonzero. ``threshold:>V``: a voxel whose value in one reference channel passes, the first
+channel unless ``@name`` (or ``@number``) names another.
 
 Example:
     >>> import numpy as np
@@ -32,12 +34,13 @@ class MaskSpec:
     kind: str
     comparison: str = ">"
     value: float = 0.0
+    channel: str | None = None  # the reference channel of a threshold (None: the first)
     folder: str | None = None
     root: str | None = None  # the source folder whose tree the mask folder mirrors
 
     @classmethod
     def parse(cls, text: str) -> "MaskSpec":
-        """``"nonzero"`` or ``"threshold:>V"`` (raises OptionError for anything else)."""
+        """``"nonzero"`` or ``"threshold:>V[@channel]"`` (raises OptionError for anything else)."""
         return cls(*parse_mask(text))
 
     @classmethod
@@ -60,27 +63,43 @@ class MaskSpec:
     def describe(self) -> str:
         if self.kind == "folder":
             return f"mask files under {display_path(self.folder)}"
-        return "nonzero" if self.kind == "nonzero" else f"threshold:{self.comparison}{self.value:g}"
+        if self.kind == "nonzero":
+            return "nonzero"
+        return f"threshold:{self.comparison}{self.value:g}" + (f"@{self.channel}" if self.channel else "")
 
-    def spatial(self, pixels: np.ndarray, path: str) -> np.ndarray:
+    def spatial(self, pixels: np.ndarray, path: str, channels: tuple[str, ...] = ()) -> np.ndarray:
         """The boolean mask over the spatial axes of channel-first ``pixels``."""
         if self.kind == "nonzero":
             return (pixels != 0).any(axis=0)
         if self.kind == "threshold":
-            return _OPERATORS[self.comparison](pixels, self.value).any(axis=0)
+            return _OPERATORS[self.comparison](pixels[self.reference(channels, path)], self.value)
         return self._from_file(pixels, path)
 
+    def reference(self, channels: tuple[str, ...], path: str = "") -> int:
+        """The index of the channel whose values a threshold compares (the first by default)."""
+        if self.channel is None:
+            return 0
+        if self.channel in channels:
+            return channels.index(self.channel)
+        if self.channel.isdigit() and int(self.channel) < max(len(channels), 1):
+            return int(self.channel)
+        raise ReadError(path or "mask", f"the mask's channel {self.channel!r} is not among its channels {list(channels)}")
+
     def __call__(self, image):
-        """The mask of one channel-first image tensor ``(C, ...)`` as ``(1, ...)`` (for the
-        ``mask=`` of per-image transforms; mask files need a path and cannot be used here)."""
+        """The mask of a channel-first image tensor ``(C, ...)``, or of a batch ``(B, C, ...)``
+        (4-D or 5-D), keeping the channel axis as 1 (for the ``mask=`` of per-image transforms;
+        mask files need a path and cannot be used here)."""
         if self.kind == "folder":
             raise OptionError("per-image normalization cannot use mask files; use mask='nonzero' or a threshold")
-        inside = image != 0 if self.kind == "nonzero" else _OPERATORS[self.comparison](image, self.value)
-        return inside.any(dim=0, keepdim=True)
+        axis = 1 if image.ndim in (4, 5) else 0
+        if self.kind == "nonzero":
+            return (image != 0).any(dim=axis, keepdim=True)
+        reference = image.narrow(axis, self.reference(tuple(str(i) for i in range(image.shape[axis]))), 1)
+        return _OPERATORS[self.comparison](reference, self.value)
 
-    def select(self, pixels: np.ndarray, path: str) -> np.ndarray:
-        """The voxels inside the mask, ``(C, N)``."""
-        return pixels[:, self.spatial(pixels, path)]
+    def select(self, pixels: np.ndarray, path: str, channels: tuple[str, ...] = ()) -> np.ndarray:
+        """The voxels inside the mask, ``(C, N)``: every channel of each selected voxel."""
+        return pixels[:, self.spatial(pixels, path, channels)]
 
     def _from_file(self, pixels: np.ndarray, path: str) -> np.ndarray:
         from .readers import read_image

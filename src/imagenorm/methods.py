@@ -142,5 +142,5 @@ class NormalizedItems(ItemSource):
         except (ImagenormError, ValueError) as error:
             raise ReadError(self.name(index), str(error)) from None
         if self.mask is not None:
-            normalized = normalized[:, self.mask.spatial(image.pixels, self.path(index) or "")]
+            normalized = normalized[:, self.mask.spatial(image.pixels, self.path(index) or "", image.channels)]
         return DecodedImage(pixels=normalized, channels=image.channels)

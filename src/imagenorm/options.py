@@ -65,21 +65,23 @@ def check_choice(name: str, value: Any, *, optional: bool = False) -> Any:
     return value
 
 
-_MASK = re.compile(r"threshold:(>=|<=|>|<)([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)")
+_MASK = re.compile(r"threshold:(>=|<=|>|<)([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)(?:@(\w+))?")
 
 
-def parse_mask(text: str) -> tuple[str, str, float]:
-    """``"nonzero"`` or ``"threshold:>-500"`` (also >=, <, <=) as (kind, comparison, value).
+def parse_mask(text: str) -> tuple[str, str, float, str | None]:
+    """``"nonzero"`` or ``"threshold:>-500"`` (also >=, <, <=; ``@channel`` names the channel
+    whose values decide, by name or number; the first by default) as
+    (kind, comparison, value, channel).
 
     Raises:
         OptionError: anything else.
     """
     if text == "nonzero":
-        return "nonzero", ">", 0.0
+        return "nonzero", ">", 0.0, None
     match = _MASK.fullmatch(str(text).replace(" ", "")) if isinstance(text, str) else None
     if not match:
         raise OptionError(f"mask={text!r} is not 'nonzero' or a threshold such as 'threshold:>-500' (>, >=, <, <=)")
-    return "threshold", match.group(1), float(match.group(2))
+    return "threshold", match.group(1), float(match.group(2)), match.group(3)
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,9 @@ class ReadOptions:
         if not isinstance(self.dicom_series, bool):
             raise OptionError(f"dicom_series must be True or False, got {self.dicom_series!r}")
         if self.mask is not None:
-            kind, comparison, value = parse_mask(self.mask)
+            kind, comparison, value, channel = parse_mask(self.mask)
             if kind == "threshold":  # one spelling per mask: "threshold: > -500.0" is "threshold:>-500"
-                object.__setattr__(self, "mask", f"threshold:{comparison}{value:g}")
+                object.__setattr__(self, "mask", f"threshold:{comparison}{value:g}" + (f"@{channel}" if channel else ""))
         if self.mask_dir is not None:
             object.__setattr__(self, "mask_dir", os.path.abspath(os.fspath(self.mask_dir)))
             if self.mask is not None:

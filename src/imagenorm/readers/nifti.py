@@ -5,7 +5,7 @@ their statistics are exact), scaled ones become float64 (``read_image`` makes bi
 data native). A 3-D volume is one channel ``(1, X, Y, Z)``; the 4th axis of a 4-D
 volume is the channel axis (``nifti_4d="channels"``; named ``channel0``, ``channel1``, ...:
 time points or modalities, never colours) or pooled into one channel
-(``"pooled"``).
+(``"pooled"``). RGB24 and RGBA32 volumes give their colour channels (8-bit raw values).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import ReadError
-from .base import GRAY, DecodedImage, ReadOptions, check_pixel_limit, generic_channels
+from .base import GRAY, RGB, RGBA, DecodedImage, ReadOptions, check_pixel_limit, generic_channels
 
 EXTENSIONS = (".nii",)  # and .nii.gz, matched by reader_for
 
@@ -33,6 +33,8 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     _check_length(image, path)
     data = _scaled(image)
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if data.dtype.names:  # RGB24 or RGBA32: a colour per voxel
+        return _colour_volume(data, zooms, path)
     if data.ndim <= 3:
         return DecodedImage(pixels=data.reshape((1,) + data.shape), channels=GRAY, spacing=zooms, physical=True)
     volumes = data.reshape(data.shape[:3] + (-1,))
@@ -40,6 +42,15 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         return DecodedImage(pixels=np.moveaxis(volumes, -1, 0).reshape((1, -1) + data.shape[1:3]), channels=GRAY, spacing=zooms, physical=True)
     pixels = np.moveaxis(volumes, -1, 0)
     return DecodedImage(pixels=pixels, channels=volume_channels(pixels.shape[0]), spacing=zooms, physical=True)
+
+
+def _colour_volume(data: np.ndarray, zooms: tuple[float, ...], path: str) -> DecodedImage:
+    """An RGB24 or RGBA32 volume as its colour channels ``(3 or 4, X, Y, Z)``, 8-bit raw values."""
+    if data.ndim > 3:
+        raise ReadError(path, f"a {data.ndim}-D colour (RGB) volume is not supported")
+    fields = data.dtype.names
+    pixels = np.stack([data[field] for field in fields])
+    return DecodedImage(pixels=pixels, channels=RGBA if len(fields) == 4 else RGB, spacing=zooms)
 
 
 def volume_channels(count: int) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import ReadError
-from .base import GRAY, GRAY_ALPHA, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit
+from .base import GRAY, GRAY_ALPHA, RGB, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
 CUT_SHORT = "the file ends before its pixel data do (truncated)"
@@ -80,6 +80,8 @@ def _read_16bit_colour(path: str, header: PngHeader, frames: int) -> DecodedImag
         raise
     if header.colour_type == 4:  # OpenCV repeats the gray of gray+alpha into BGR
         return replace(image, pixels=image.pixels[[0, 3]], channels=GRAY_ALPHA)
+    if header.colour_type == 2 and image.pixels.shape[0] == 4:  # OpenCV made alpha of a tRNS colour key;
+        return replace(image, pixels=image.pixels[:3], channels=RGB)  # 8-bit RGB (Pillow) has none either
     return image
 
 
@@ -93,9 +95,11 @@ def _decode_frames(image: ImageFile.ImageFile, frames: range, file: EndAwareFile
         for index in frames:
             array, palette = _decode_frame(image, index, file, path, watch_end=not single_png)
             arrays.append(array)
-    except OSError:
+    except OSError as error:
         if header is not None:
             check_png_data(path, header)  # say which rows are missing, if that is why
+        if len(frames) > 1:
+            raise ReadError(path, f"frame {len(arrays) + 1} of {len(frames)} cannot be decoded ({error})") from None
         raise
     if single_png:
         check_png_rows(path, header, image, arrays[0], marker)

@@ -135,7 +135,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
 def measured_values(job: Job, index: int, image: DecodedImage) -> np.ndarray:
     """The values of ``image`` that count: inside the mask (decided on the values as read),
     in the [0, 1] scale under ``mixed_depth="scale"``, and finite unless told to ignore."""
-    pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "")
+    pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "", image.channels)
     if job.scaled and image.units == "raw":
         pixels = pixels.astype(np.float64) / float(np.iinfo(pixels.dtype).max)
     check_finite(job, index, pixels)

@@ -187,9 +187,11 @@ class DatasetStats:
     @property
     def has_unit_scale(self) -> bool:
         """Whether raw / ``value_scale`` is a meaningful [0, 1] scale: 8- and 16-bit integers
-        (as torchvision's ``ToDtype(scale=True)``) and floats, not int32 values such as HU."""
+        (as torchvision's ``ToDtype(scale=True)``) and floats; not int32 values such as HU, nor
+        physical values gathered from several containers (8- and 16-bit DICOM modality values)."""
         kind = np.dtype(self.dtype)
-        return kind.kind == "f" or kind.kind in "ui" and kind.itemsize <= 2
+        promoted = "physical" in self.measurement.units and len(set(self.source_dtypes) - self.measurement.scaled) > 1
+        return not promoted and (kind.kind == "f" or kind.kind in "ui" and kind.itemsize <= 2)
 
     def normalize_line(self, digits: int = 6) -> str:
         """A paste-ready torchvision ``Normalize`` in the [0, 1] scale, ``digits`` significant digits.
