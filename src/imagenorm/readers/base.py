@@ -110,7 +110,9 @@ def bilevel(pixels: np.ndarray) -> np.ndarray:
     """
     if pixels.dtype != np.bool_:
         return pixels
-    return pixels.astype(np.uint8) * np.uint8(255)
+    values = pixels.astype(np.uint8)
+    values *= 255
+    return values
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

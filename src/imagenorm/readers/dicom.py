@@ -38,11 +38,14 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     if getattr(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None), "is_encapsulated", False):
         check_frames(dataset, frames, path)
     stored = _pixels(dataset, path)
-    physical = options.dicom_values == "modality"
+    # Modality values (a modality LUT or rescale, identity included) are physical units, in any
+    # container; colours (palette, RGB, YBR) are raw pixel values like a photo's.
+    samples = int(dataset.get("SamplesPerPixel", 1))
+    physical = options.dicom_values == "modality" and samples == 1
     if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
         colours = palette_colours(dataset, stored, path)
         return DecodedImage(pixels=channel_first(colours), channels=RGBA if colours.shape[-1] == 4 else RGB,
-                            palette=True, spacing=_spacing(dataset), physical=physical)
+                            palette=True, spacing=_spacing(dataset))
     notes = []
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
         if options.monochrome1 == "invert":
@@ -54,7 +57,6 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     values = stored if options.dicom_values == "stored" else _modality(dataset, stored, frames)
     bits = int(dataset.get("BitsStored", 0) or 0)
     declared = bits if values is stored and values.dtype.kind == "u" and 0 < bits < values.dtype.itemsize * 8 else None
-    samples = int(dataset.get("SamplesPerPixel", 1))
     if samples == 1:
         pixels, names = values[None], GRAY
     else:
@@ -91,7 +93,7 @@ def palette_colours(dataset, indices: np.ndarray, path: str) -> np.ndarray:
     try:
         colours = apply_color_lut(indices, dataset)
     except (ValueError, AttributeError, KeyError) as error:
-        raise ReadError(path, f"PALETTE COLOR image whose palette cannot be applied: {str(error).splitlines()[0]}") from None
+        raise ReadError(path, f"its PALETTE COLOR lookup table cannot be applied: {str(error).splitlines()[0]}") from None
     declared = int(dataset.RedPaletteColorLookupTableDescriptor[2])
     if declared == 8 and colours.dtype != np.uint8 and colours.max(initial=0) <= 255:
         return colours.astype(np.uint8)  # 8-bit entries stored in 16-bit words
@@ -184,7 +186,8 @@ def _modality(dataset, stored: np.ndarray, frames: int) -> np.ndarray:
         if target is not None:
             wide = np.int32 if np.dtype(target).itemsize <= 2 else np.int64
             values = stored.astype(wide)  # one copy; the rescale happens in place
-            values *= np.asarray(slopes).astype(wide)
+            if np.any(slopes != 1):
+                values *= np.asarray(slopes).astype(wide)
             values += np.asarray(intercepts).astype(wide)
             return values if np.dtype(target) == np.dtype(wide) else values.astype(target)
     return stored.astype(np.float64) * slopes + intercepts

@@ -41,25 +41,33 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
         if not series:
             raise ReadError(path, "cannot decode: no image data in the TIFF file")
         _check_dtypes(series, path)
-        keyframe = series[0].keyframe
-        _check_colour_space(keyframe, path)
-        palette = keyframe.photometric == _PALETTE and keyframe.colormap is not None
+        for each in series:
+            _check_colour_space(each.keyframe, path)
         total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
         check_pixel_limit(path, total, options.max_pixels)
         check_complete(tif, series, path)
-        arrays = [_palette_colours(s, path) if palette else _channel_first(s.asarray(), s.axes) for s in series]
-        names = RGB if palette else channel_names(series[0], arrays[0].shape[0])
+        arrays = [_palette_colours(s, path) if _is_palette(s) else _channel_first(s.asarray(), s.axes) for s in series]
+        names = RGB if _is_palette(series[0]) else channel_names(series[0], arrays[0].shape[0])
+        palette = any(_is_palette(s) for s in series)
+        white_is_low = int(series[0].keyframe.photometric) == _MINISWHITE
+    notes = ("MinIsWhite kept as stored (low values display bright)",) if white_is_low else ()
+    return DecodedImage(pixels=bilevel(_combine(arrays, path)), channels=names, palette=palette, notes=notes)
+
+
+def _combine(arrays: list[np.ndarray], path: str) -> np.ndarray:
+    """The series' pixels as one array: stacked along a new axis when they share a shape, else
+    flattened to ``(C, N)``. Channel counts and dtypes (palette colours included) must agree."""
     counts = {a.shape[0] for a in arrays}
     if len(counts) > 1:
         raise ReadError(path, f"its series have different channel counts {sorted(counts)}")
+    dtypes = sorted({a.dtype.name for a in arrays})
+    if len(dtypes) > 1:
+        raise ReadError(path, f"its pages give different dtypes ({', '.join(dtypes)}) once palettes are expanded")
     if len(arrays) == 1:
-        pixels = arrays[0]
-    elif len({a.shape for a in arrays}) == 1:
-        pixels = np.stack(arrays, axis=1)
-    else:
-        pixels = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
-    notes = ("MinIsWhite kept as stored (low values display bright)",) if keyframe.photometric == _MINISWHITE else ()
-    return DecodedImage(pixels=bilevel(pixels), channels=names, palette=palette, notes=notes)
+        return arrays[0]
+    if len({a.shape for a in arrays}) == 1:
+        return np.stack(arrays, axis=1)
+    return np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
 
 
 def _check_dtypes(series: list, path: str) -> None:
@@ -102,6 +110,10 @@ def channel_names(series, count: int) -> tuple[str, ...]:
         names = generic_channels(colour)
     return names + tuple("alpha" if kind in _ALPHA_SAMPLES else f"channel{colour + index}"
                          for index, kind in enumerate(extras))
+
+
+def _is_palette(series) -> bool:
+    return int(series.keyframe.photometric) == _PALETTE and series.keyframe.colormap is not None
 
 
 def _palette_colours(series, path: str) -> np.ndarray:

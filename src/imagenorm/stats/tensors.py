@@ -89,6 +89,8 @@ class StatsAccumulator:
             raise InputError(f"Expected a batch (B, C, H, W) or (B, C, D, H, W), got {tuple(batch.shape)}")
         if batch.dtype.is_complex:
             raise InputError(f"Expected a batch of pixel values (integer, bool or float), got {batch.dtype}")
+        if batch.dtype == torch.bool:  # one rule for bool everywhere: uint8 0 and 255
+            batch = batch.to(torch.uint8) * 255
         batch = self._converted(batch)
         name = _COUNTED.get(batch.dtype) or str(batch.dtype).removeprefix("torch.")
         if batch.dtype == torch.bfloat16:
