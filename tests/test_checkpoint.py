@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import imagenorm
-from imagenorm.stats.checkpoint import Checkpoint
+from imagenorm.stats.checkpoint import Checkpoint, Signature
 
 from conftest import random_image, write_png
 
@@ -62,7 +62,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, many_images, rng):
     from imagenorm.stats.measurement import Measurement
     from imagenorm.stats.histogram import IntegerHistogram
 
-    Checkpoint(str(checkpoint)).save(Measurement(IntegerHistogram.empty("uint16", 3)), 1, ("another run", "other files"))
+    Checkpoint(str(checkpoint)).save(Measurement(IntegerHistogram.empty("uint16", 3)), 1, Signature("another run", np.zeros(0, np.uint64)), counted=0)
     with pytest.raises(imagenorm.ImagenormError, match="is a checkpoint of another run"):
         stats_api(many_images, checkpoint=str(checkpoint))
 
@@ -109,5 +109,24 @@ def test_a_file_changed_after_the_kill_is_not_resumed_over(tmp_path, rng):
     assert os.path.exists(checkpoint)
     np.save(data / "000.npy", np.full((4, 4), 250, np.uint8))  # counted before the kill, rewritten after
     os.utime(data / "000.npy", ns=(1, 1))
-    with pytest.raises(imagenorm.ImagenormError, match="files changed since this checkpoint was saved"):
+    with pytest.raises(imagenorm.ImagenormError, match="000.npy changed since .*c.ckpt counted it"):
         imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1))
+    os.unlink(checkpoint)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1), progress=interrupt)
+    np.save(data / "129.npy", np.full((4, 4), 7, np.uint8))  # not counted yet: the resume reads it afresh
+    resumed = imagenorm.compute_stats(data, checkpoint=Checkpoint(checkpoint, every_items=1))
+    assert resumed.channels == imagenorm.compute_stats(data).channels
+
+
+def test_unreadable_checkpoints_are_one_line(tmp_path, rng):
+    data = tmp_path / "d"
+    data.mkdir()
+    np.save(data / "a.npy", np.zeros((2, 2), np.uint8))
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint at all")
+    for name in ("empty.ckpt", "junk.ckpt"):
+        with pytest.raises(imagenorm.ImagenormError, match="not a readable imagenorm checkpoint; remove it") as raised:
+            imagenorm.compute_stats(data, checkpoint=str(tmp_path / name))
+        assert "pickle" not in str(raised.value)

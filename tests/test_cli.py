@@ -75,7 +75,7 @@ def test_skip_lists_every_skipped_file(folder, tmp_path):
     (folder / "b_text.jpg").write_text("text")
     result = invoke("stats", str(folder), "--on-error", "skip", "-o", str(tmp_path / "s.json"))
     assert result.exit_code == 0, result.output
-    assert "2 file(s) skipped:" in result.output and "a_empty.png: empty file" in result.output
+    assert "2 image(s) skipped" in result.output and "a_empty.png: empty file" in result.output
     skipped = json.loads((tmp_path / "s.json").read_text())["skipped"]
     assert [s["path"].rsplit("/", 1)[-1] for s in skipped] == ["a_empty.png", "b_text.jpg"]
 

@@ -46,7 +46,7 @@ def test_a_fifo_is_refused_before_any_work(data, tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     result = invoke("stats", data, "-o", fifo)
-    assert result.exit_code == 1 and result.output.strip() == f"error: {fifo}: not a regular file (a FIFO or socket); give a file name"
+    assert result.exit_code == 1 and result.output.strip() == f"error: {fifo}: not a regular file; give a file name"
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
@@ -313,3 +313,44 @@ def test_a_threshold_on_multichannel_data_is_decided_by_one_reference_channel(tm
     from imagenorm.masks import MaskSpec
 
     assert MaskSpec.parse("threshold:>50@1")(pixels).tolist() == [[[False, True, True]]]
+
+
+def test_apply_names_uid_dicom_and_nifti_outputs_by_their_whole_names(tmp_path):
+    """Found by trying it: '1.2.826....5648' and '....1753' were both written as '1.2.826....npy'."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "uid"
+    folder.mkdir()
+    for index, name in enumerate(("1.2.826.0.1.3680043.8.498.5648", "1.2.826.0.1.3680043.8.498.1753", "IM.0001")):
+        dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        dataset.SOPInstanceUID, dataset.ImagePositionPatient = f"1.2.3.{index}", [0.0, 0.0, float(index)]
+        dataset.save_as(folder / name)
+    result = invoke("apply", folder, "--per-image", "-m", "zscore", "--dicom-slices", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == [
+        "1.2.826.0.1.3680043.8.498.1753.npy", "1.2.826.0.1.3680043.8.498.5648.npy", "IM.0001.npy"]
+
+
+def test_bfloat16_tensors_are_measured_as_float32():
+    import torch
+
+    x = torch.randn(2, 2, 8, 8).to(torch.bfloat16)
+    stats = imagenorm.compute_stats(x)
+    values = x.float().double().numpy()
+    assert stats.dtype == "float32" and stats.pooled.mean == pytest.approx(values.mean(), rel=1e-12)
+
+
+def test_normalize_line_has_digits_for_a_mean_far_above_its_std(tmp_path):
+    """Found by trying it: 5000s with one 5001 printed a mean that shifted pasted z-scores by 0.05."""
+    values = np.full((1, 100, 100), 5000, np.uint16)
+    values[0, 0, 0] = 5001
+    stats = imagenorm.compute_stats(values)
+    pasted_mean = float(stats.normalize_line().split("mean=[")[1].split("]")[0]) * 65535
+    assert abs(pasted_mean - stats.mean[0]) < 1e-5 * stats.std[0]  # the old 6 digits missed by 1.5 stds
+
+
+def test_percentile_scale_from_stats_says_how_to_give_percentiles():
+    stats = imagenorm.compute_stats(np.arange(100, dtype=np.uint8).reshape(1, 10, 10))
+    with pytest.raises(imagenorm.OptionError, match="percentiles=\\(low, high\\)"):
+        imagenorm.PercentileScale.from_stats(stats, low=99.5, high=0.5)

@@ -37,6 +37,8 @@ def ct_series(folder: Path, count: int = 4, shift: int = 0) -> list[np.ndarray]:
         stored = dataset.pixel_array.astype(np.int32)
         stored = np.clip(stored + 37 * index + shift, -2000, 4000).astype(np.int16)
         dataset.PixelData = stored.tobytes()
+        dataset.SOPInstanceUID = f"{dataset.SOPInstanceUID}.{shift}.{index}"  # each slice its own instance
+        dataset.ImagePositionPatient = [0.0, 0.0, float(index)]
         dataset.save_as(folder / f"slice_{index:02d}.dcm")
         expected.append(apply_modality_lut(stored, dataset).astype(np.float64)[None])
     return expected

@@ -160,14 +160,14 @@ class TestDicomSeries:
         assert_matches_reference(stats, reference([slice_]))
         assert any("slice_00b.dcm repeats" in note for note in stats.notes)
 
-    def test_same_instance_uid_with_other_pixels_is_kept(self, tmp_path):
-        slices = mr_series(tmp_path / "mr", 2)
+    def test_same_instance_with_other_pixels_is_refused_naming_both(self, tmp_path):
+        """Found by trying it: a re-export with other pixels was counted as one more slice."""
+        mr_series(tmp_path / "mr", 2)
         dataset = pydicom.dcmread(tmp_path / "mr" / "slice_01.dcm")
         dataset.PixelData = (dataset.pixel_array + 1).tobytes()  # not a copy: other data under the same UID
         dataset.save_as(tmp_path / "mr" / "slice_01b.dcm")
-        stats = imagenorm.compute_stats(tmp_path / "mr")
-        assert_matches_reference(stats, volume_reference(slices + [dataset.pixel_array[None]]))
-        assert not any("repeat" in note for note in stats.notes)
+        with pytest.raises(ReadError, match="slice_01b.dcm and .*slice_01.dcm are the same instance .* with different pixels"):
+            imagenorm.compute_stats(tmp_path / "mr")
 
     def test_bad_slice_is_named_and_series_by_uid(self, tmp_path):
         folder = tmp_path / "exam"

@@ -24,6 +24,7 @@ from .errors import ImagenormError, OutputError, ReadError, display_path
 from .masks import MaskSpec
 from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
 from .options import ReadOptions, check_choice
+from .readers import image_extension
 from .sources import PathSource, source_root
 from .stats.accumulate import chunk_ranges, map_chunks
 from .stats.items import ItemSource, as_item_source
@@ -43,10 +44,12 @@ class ApplyReport:
 
 
 def output_names(keys: list[str], root: str) -> list[str]:
-    """``a/b.png`` -> ``a/b.npy``; two sources that would share a name are an error."""
+    """``a/b.png`` -> ``a/b.npy``, ``scan.nii.gz`` -> ``scan.npy``, a UID-named DICOM file
+    ``1.2.840.5`` -> ``1.2.840.5.npy``; two sources that would share a name are an error."""
     names, seen = [], {}
     for key in keys:
-        name = os.path.splitext(os.path.relpath(os.path.abspath(key), root))[0] + ".npy"
+        relative = os.path.relpath(os.path.abspath(key), root)
+        name = relative[: len(relative) - len(image_extension(relative))] + ".npy"
         if name in seen:
             raise ImagenormError(f"{display_path(key)} and {display_path(seen[name])} would both be written as {display_path(name)}")
         seen[name] = key

@@ -17,9 +17,10 @@ from typing import IO, Iterator
 from .errors import OutputError, display_path
 
 
-def check_target(path: str | os.PathLike) -> None:
+def check_target(path: str | os.PathLike, *, regular: bool = False) -> None:
     """Refuse, before any work, a path that cannot take a file: its folder is missing or not
-    writable, or it is a folder, FIFO or socket.
+    writable, or it is a folder, FIFO or socket (or, with ``regular``, a device: a file that
+    is read back, such as a checkpoint, must be a regular file).
 
     Raises:
         OutputError: one line naming ``path`` and why.
@@ -31,14 +32,14 @@ def check_target(path: str | os.PathLike) -> None:
         mode = os.stat(target).st_mode
         if stat.S_ISDIR(mode):
             raise OutputError(f"{name}: is a folder; give a file name")
-        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
-            raise OutputError(f"{name}: not a regular file (a FIFO or socket); give a file name")
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) and not regular):
+            raise OutputError(f"{name}: not a regular file; give a file name")
         if not os.access(target, os.W_OK):
             raise OutputError(f"{name}: permission denied")
         return
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise OutputError(f"{name}: no such folder {display_path(os.path.dirname(path) or '.')}")
+        raise OutputError(f"{name}: no such folder {display_path(folder)}")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{name}: the folder is not writable")
 

@@ -53,6 +53,9 @@ def _with_units(stats: DatasetStats, options: dict) -> dict:
     """``options`` plus the units and layout of ``stats``: the units the caller may not
     override; without a [0, 1] scale (int32 HU) float input is raw values unless
     ``input_scale=`` says otherwise; statistics of volumes take 4-D input as one volume."""
+    if {"low", "high"} & set(options):
+        raise OptionError("from_stats reads low and high from the statistics; for PercentileScale and CTNormalize "
+                          "give percentiles=(low, high), e.g. percentiles=(0.5, 99.5)")
     given = sorted({"value_scale", "stats_dtype"} & set(options))
     if given:
         raise OptionError(f"{given[0]}= comes from the statistics in from_stats; "

@@ -117,7 +117,7 @@ def summary_lines(stats: DatasetStats) -> list[str]:
     if not stats.exact and stats.pooled.percentiles:
         lines.append(f"percentiles: {stats.percentile_method}")
     if stats.skipped:
-        lines.append(f"{len(stats.skipped)} file(s) skipped:")
+        lines.append(f"{len(stats.skipped)} image(s) skipped (a DICOM series is one image):")
         lines += [f"  {entry['path']}: {entry['reason']}" for entry in stats.skipped]
     return lines
 

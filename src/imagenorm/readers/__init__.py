@@ -107,6 +107,20 @@ def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
     return readers[".dcm"]
 
 
+def image_extension(path: str) -> str:
+    """The known image extension that ends ``path`` (``".nii.gz"``, ``".png"``), or "" (a
+    DICOM file named by a UID keeps every dot of its name).
+
+    Example:
+        >>> image_extension("scan.nii.gz"), image_extension("a/B.PNG"), image_extension("1.2.840.113619.2")
+        ('.nii.gz', '.PNG', '')
+    """
+    if path.lower().endswith(".nii.gz"):
+        return path[-7:]
+    extension = os.path.splitext(path)[1]
+    return extension if extension.lower() in _readers_by_extension() else ""
+
+
 def _not_an_image(path: str) -> str:
     """Why ``path`` has no reader."""
     if not os.path.lexists(path):

@@ -211,7 +211,7 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, c
         from .checkpoint import run_signature
 
         signature = run_signature(job, chunks)
-        resumed = checkpoint.load(signature)
+        resumed = checkpoint.load(signature, job.items)
         if resumed is not None:
             merged, done = resumed
             if progress is not None:
@@ -221,7 +221,7 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, c
         if progress is not None:
             progress(size)
         if checkpoint is not None and checkpoint.due(size) and number < len(chunks):
-            checkpoint.save(merged, number, signature)
+            checkpoint.save(merged, number, signature, counted=chunks[number - 1][1])
     return merged
 
 

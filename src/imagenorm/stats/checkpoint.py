@@ -36,31 +36,41 @@ class Checkpoint:
         self._items_since += items
         return self._items_since >= self.every_items or time.monotonic() - self._saved_at >= self.every_seconds
 
-    def save(self, measurement: Measurement, chunks_done: int, signature: tuple[str, str]) -> None:
+    def save(self, measurement: Measurement, chunks_done: int, signature: "Signature", counted: int) -> None:
+        """Save the merged state of the first ``chunks_done`` chunks (``counted`` items)."""
         arrays = measurement.to_arrays()
-        run = {"signature": signature[0], "contents": signature[1], "chunks_done": chunks_done}
+        run = {"signature": signature.run, "chunks_done": chunks_done}
         arrays["run"] = np.frombuffer(json.dumps(run).encode("utf-8"), np.uint8)
+        arrays["identities"] = signature.identities[:counted]
         with atomic_write(self.path, "wb") as file:
             np.savez(file, **arrays)
         self._saved_at, self._items_since = time.monotonic(), 0
 
-    def load(self, signature: tuple[str, str]) -> tuple[Measurement, int] | None:
-        """(Measurement, chunks done) of an earlier run of the same command, or None."""
+    def load(self, signature: "Signature", items) -> tuple[Measurement, int] | None:
+        """(Measurement, chunks done) of an earlier run of the same command, or None.
+
+        Raises:
+            ImagenormError: not a checkpoint, one of another run, or a file it counted has
+                changed since (named).
+        """
         if not os.path.exists(self.path):
             return None
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
             run = json.loads(arrays.pop("run").tobytes().decode("utf-8"))
+            counted = arrays.pop("identities")
             measurement, _ = Measurement.from_arrays(arrays)
-        except (OSError, ValueError, KeyError) as error:
-            raise ImagenormError(f"{display_path(self.path)}: not a readable imagenorm checkpoint ({error})") from None
-        if run["signature"] != signature[0]:
+        except Exception:  # a zip, npy, JSON or field error: all say the same to the user
+            raise ImagenormError(f"{display_path(self.path)}: not a readable imagenorm checkpoint; remove it or "
+                                 "choose another checkpoint file") from None
+        if run["signature"] != signature.run:
             raise ImagenormError(f"{display_path(self.path)} is a checkpoint of another run (other files or options); "
                                  "remove it or choose another checkpoint file")
-        if run.get("contents") != signature[1]:
-            raise ImagenormError(f"{display_path(self.path)}: files changed since this checkpoint was saved (size or "
-                                 "modification time); remove it to measure them afresh")
+        changed = np.flatnonzero(counted != signature.identities[: counted.size])
+        if changed.size:
+            raise ImagenormError(f"{items.name(int(changed[0]))} changed since {display_path(self.path)} counted it "
+                                 "(size or modification time); remove the checkpoint to measure afresh")
         return measurement, run["chunks_done"]
 
     def remove(self) -> None:
@@ -68,19 +78,35 @@ class Checkpoint:
             os.unlink(self.path)
 
 
-def run_signature(job, chunks: list[tuple[int, int]]) -> tuple[str, str]:
-    """What must match for a checkpoint to be resumed: (items, chunking and options; the size
-    and modification time of every file behind the items)."""
-    run, contents = hashlib.sha256(), hashlib.sha256()
+@dataclass(frozen=True)
+class Signature:
+    """What a resumed run must match: ``run`` (items, chunking, options), and per item the
+    ``identities`` of its files (size and modification time), compared for counted items."""
+
+    run: str
+    identities: np.ndarray  # uint64 per item
+
+
+def run_signature(job, chunks: list[tuple[int, int]]) -> Signature:
+    """The :class:`Signature` of ``job`` split into ``chunks``."""
+    run = hashlib.sha256()
+    identities = np.zeros(len(job.items), np.uint64)
     for index in range(len(job.items)):
         run.update(job.items.name(index).encode("utf-8", "surrogateescape") + b"\0")
-        for path in job.items.files(index):
-            try:
-                info = os.stat(path)
-                contents.update(f"{info.st_size}:{info.st_mtime_ns};".encode())
-            except OSError:
-                contents.update(b"missing;")
+        identities[index] = _identity(job.items.files(index))
     described = repr((len(job.items), chunks, job.options, job.layout, job.on_error,
                       None if job.mask is None else job.mask.describe(), job.audit))
     run.update(described.encode("utf-8"))
-    return run.hexdigest(), contents.hexdigest()
+    return Signature(run.hexdigest(), identities)
+
+
+def _identity(paths: list[str]) -> int:
+    """64 bits of the size and modification time of ``paths``."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        try:
+            info = os.stat(path)
+            digest.update(f"{info.st_size}:{info.st_mtime_ns};".encode())
+        except OSError:
+            digest.update(b"missing;")
+    return int.from_bytes(digest.digest(), "little")

@@ -101,7 +101,7 @@ def compute_stats(
     accumulate.prepare(job)
     saver = _checkpoint(checkpoint, runner)
     if saver is not None:
-        check_target(saver.path)
+        check_target(saver.path, regular=True)
     first_pass = runner.run(job, workers, progress, saver)
     _check_counted(first_pass, len(items))
     float_results = _float_percentiles(runner, job, first_pass, workers, float_percentiles) if (

@@ -171,7 +171,12 @@ class SeriesItems(ItemSource):
 
 def _without_repeats(series: Series, slices: list[DecodedImage]) -> tuple[list[str], list[DecodedImage], str | None]:
     """The slices with each repeated instance dropped (same SOPInstanceUID, position, number
-    and pixels), and a note naming the repeats (None: there were none)."""
+    and pixels), and a note naming the repeats (None: there were none).
+
+    Raises:
+        ReadError: one instance (SOPInstanceUID, position, number) with two sets of pixels,
+            naming both files: which one is right cannot be known.
+    """
     first_seen: dict[tuple, tuple[str, DecodedImage]] = {}
     paths, kept, repeats = [], [], []
     for path, header, image in zip(series.paths, series.headers, slices):
@@ -179,6 +184,9 @@ def _without_repeats(series: Series, slices: list[DecodedImage]) -> tuple[list[s
         if earlier is not None and _same_pixels(earlier[1], image):
             repeats.append(f"{display_path(path)} repeats {display_path(earlier[0])}")
             continue
+        if earlier is not None:
+            raise ReadError(series.name(), f"{display_path(path)} and {display_path(earlier[0])} are the same instance "
+                                           f"(SOPInstanceUID {header.instance_uid}) with different pixels")
         first_seen.setdefault(header.instance, (path, image))
         paths.append(path)
         kept.append(image)
@@ -301,6 +309,10 @@ def to_decoded(item: Any, name: str) -> DecodedImage:
         import torch
 
         if isinstance(item, torch.Tensor):
+            if item.dtype.is_complex:
+                raise ReadError(name, f"expected pixel values (integer, bool or float), got {item.dtype}")
+            if item.dtype == torch.bfloat16:  # numpy has no bfloat16; every value is a float32 value
+                item = item.float()
             array = item.detach().cpu().numpy()
             if array.ndim not in (2, 3, 4):
                 raise ReadError(name, f"expected a tensor of shape (H, W), (C, H, W) or (C, D, H, W), got {tuple(item.shape)}")

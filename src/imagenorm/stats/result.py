@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -172,7 +173,8 @@ class DatasetStats:
         if self.exact:
             return "exact: numpy.percentile (linear) over every pixel, from exact histograms"
         if self.float_percentiles is None:
-            return "unavailable: percentiles of float data do not merge; recompute over the whole dataset"
+            return ("unavailable: these statistics are float64 moments (float data, or integers too spread for "
+                    "exact bins), whose percentiles do not merge; recompute over the whole dataset")
         if self.percentile_error is not None and not any(self.percentile_error):
             return ("exact: numpy.percentile (linear) over every finite value; a histogram of "
                     f"{FLOAT_BINS} bins brackets the target ranks, a third pass collects the values inside them")
@@ -203,7 +205,9 @@ class DatasetStats:
             raise ImagenormError(f"{self.dtype} values (e.g. HU after a DICOM rescale) have no [0, 1] scale; "
                                  "normalize with imagenorm's transforms, which take raw values")
         scale = self.value_scale
-        mean = ", ".join(f"{m / scale:.{digits}g}" for m in self.mean)
+        # a mean far larger than its std needs more digits: its rounding must stay below 1e-digits std
+        mean = ", ".join(f"{m / scale:.{digits + max(0, math.ceil(math.log10(abs(m) / s))) if m and s else digits}g}"
+                         for m, s in zip(self.mean, self.std))
         std = ", ".join(f"{s / scale:.{digits}g}" for s in self.std)
         return f"transforms.Normalize(mean=[{mean}], std=[{std}])"
 
