@@ -194,7 +194,7 @@ def test_merged_float_stats_show_no_nan_percentiles(tmp_path, rng):
     merged.save(tmp_path / "m.json")
     result = invoke("show", tmp_path / "m.json")
     assert result.exit_code == 0 and "nan" not in result.output.lower()
-    assert "unavailable: percentiles of float data do not merge" in result.output
+    assert "whose percentiles do not merge; recompute" in result.output
 
 
 def test_plot_leaves_the_users_matplotlib_alone(tmp_path, rng):

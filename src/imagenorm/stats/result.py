@@ -206,7 +206,7 @@ class DatasetStats:
                                  "normalize with imagenorm's transforms, which take raw values")
         scale = self.value_scale
         # a mean far larger than its std needs more digits: its rounding must stay below 1e-digits std
-        mean = ", ".join(f"{m / scale:.{digits + max(0, math.ceil(math.log10(abs(m) / s))) if m and s else digits}g}"
+        mean = ", ".join(f"{m / scale:.{digits + max(0, math.floor(math.log10(abs(m) / s))) if m and s else digits}g}"
                          for m, s in zip(self.mean, self.std))
         std = ", ".join(f"{s / scale:.{digits}g}" for s in self.std)
         return f"transforms.Normalize(mean=[{mean}], std=[{std}])"
