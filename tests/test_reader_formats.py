@@ -278,8 +278,8 @@ class TestTiffCompression:
 
 # ------------------------------------------------------------------------------------ Netpbm
 class TestNetpbm:
-    @pytest.mark.parametrize("maxval, bits", [(1, 1), (15, 4), (100, None), (255, None)])
-    def test_plain_and_raw_pgm_agree_on_raw_values(self, tmp_path, rng, maxval, bits):
+    @pytest.mark.parametrize("maxval", [1, 15, 100, 255])
+    def test_plain_and_raw_pgm_agree_on_raw_values_and_scale(self, tmp_path, rng, maxval):
         pixels = rng.integers(0, maxval + 1, (6, 7), dtype=np.uint8)
         write_netpbm(tmp_path / "plain.pgm", "P2", pixels, maxval)
         write_netpbm(tmp_path / "raw.pgm", "P5", pixels, maxval)
@@ -287,22 +287,30 @@ class TestNetpbm:
         np.testing.assert_array_equal(plain.pixels, pixels[None])
         np.testing.assert_array_equal(raw.pixels, pixels[None])
         np.testing.assert_array_equal(raw.pixels[0], cv2.imread(str(tmp_path / "raw.pgm"), cv2.IMREAD_UNCHANGED))
-        assert plain.significant_bits == raw.significant_bits == bits
-
-    def test_maxval_not_a_power_of_two_is_noted(self, tmp_path, rng):
-        write_netpbm(tmp_path / "a.pgm", "P2", rng.integers(0, 1001, (6, 7), dtype=np.uint16), 1000)
-        image = read_image(tmp_path / "a.pgm")
-        assert image.pixels.dtype == np.uint16 and image.significant_bits is None
-        assert any("maxval 1000" in note and "raw / 1000" in note for note in image.notes)
+        for name in ("plain.pgm", "raw.pgm"):  # value_scale = maxval: the [0, 1] scale the file declares
+            assert imagenorm.compute_stats(str(tmp_path / name)).value_scale == maxval
 
     @pytest.mark.parametrize("magic", ["P3", "P6"])
-    def test_12bit_ppm_keeps_values_and_records_12_bits(self, tmp_path, rng, magic):
+    def test_12bit_ppm_keeps_values_and_its_scale(self, tmp_path, rng, magic):
         pixels = rng.integers(0, 4096, (6, 7, 3), dtype=np.uint16)
         write_netpbm(tmp_path / "a.ppm", magic, pixels, 4095)
         image = read_image(tmp_path / "a.ppm")
-        assert image.channels == ("red", "green", "blue") and image.significant_bits == 12
+        assert image.channels == ("red", "green", "blue") and image.maximum == 4095
         np.testing.assert_array_equal(image.pixels, channel_first(pixels))
-        assert imagenorm.compute_stats(str(tmp_path / "a.ppm")).significant_bits == 12
+        stats = imagenorm.compute_stats(str(tmp_path / "a.ppm"))
+        assert stats.value_scale == 4095 and stats.significant_bits is None
+        stats.save(tmp_path / "s.json")
+        loaded = imagenorm.DatasetStats.load(tmp_path / "s.json")
+        assert loaded.value_scale == 4095
+        z = imagenorm.Standardize.from_stats(loaded)
+        x = torch.from_numpy(channel_first(pixels).astype(np.float32) / 4095)  # the [0, 1] scale of this file
+        np.testing.assert_allclose(z(x).numpy(), z(torch.from_numpy(channel_first(pixels).astype(np.int32)).to(torch.uint16)).numpy(),
+                                   atol=1e-5)
+
+    def test_files_of_different_maxval_fall_back_to_the_dtype(self, tmp_path, rng):
+        write_netpbm(tmp_path / "a.pgm", "P5", rng.integers(0, 1001, (6, 7), dtype=np.uint16), 1000)
+        write_netpbm(tmp_path / "b.pgm", "P5", rng.integers(0, 4096, (6, 7), dtype=np.uint16), 4095)
+        assert imagenorm.compute_stats(tmp_path).value_scale == 65535
 
     def test_plain_and_raw_bitmaps_agree_with_pillow(self, tmp_path, rng):
         white = rng.random((5, 11)) < 0.5

@@ -49,6 +49,7 @@ def to_dict(stats) -> dict[str, Any]:
         "scaled_dtypes": sorted(stats.measurement.scaled),
         "voxels": stats.measurement.voxels,
         "spatial_dims": sorted(stats.measurement.spatial),
+        "declared_maximum": stats.measurement.maximum,
         "value_scale": _number(stats.value_scale),
         "significant_bits": stats.significant_bits,
         "exact": stats.exact,
@@ -196,6 +197,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         scaled=frozenset(document.get("scaled_dtypes", [])),
         voxels=int(document.get("voxels", 0)),
         spatial=frozenset(document.get("spatial_dims", [])),
+        maximum=document.get("declared_maximum"),
     )
     return dict(
         dtype=dtype,

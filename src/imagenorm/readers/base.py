@@ -32,6 +32,7 @@ class DecodedImage:
     spacing: tuple[float, ...] | None = None  # voxel size (mm) where the file says (DICOM, NIfTI)
     notes: tuple[str, ...] = ()  # what the reader decided, e.g. "MONOCHROME1 kept as stored"
     physical: bool = False  # values in physical units (DICOM modality values, NIfTI), whatever the dtype
+    maximum: int | None = None  # the file's declared maximum value (Netpbm maxval) below the dtype's
 
     @property
     def bits(self) -> int:

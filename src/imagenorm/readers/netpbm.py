@@ -3,8 +3,8 @@ sample values as stored, 8-bit (maxval < 256) or 16-bit (big-endian in the file)
 
 OpenCV rescales plain files whose maxval is below 255 to 0-255 and keeps raw ones as stored,
 and Pillow rescales any maxval other than 255, so neither decides. A maxval of the form 2^k - 1
-below the dtype's maximum (4095 in 16 bits, 15 in 8) is recorded as k significant bits; any
-other maxval (e.g. 1000) is stated in a note, with raw values kept. Bitmaps (PBM, 1 = black)
+below the dtype's maximum is the file's declared maximum: the [0, 1] scale is raw / maxval
+(``value_scale`` of the statistics), whatever the container. Bitmaps (PBM, 1 = black)
 follow the bool rule: white is 255, black 0, as Pillow reads them. The first image of a file is read.
 """
 
@@ -37,8 +37,8 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
     samples = _plain_samples(data, shape, path) if magic in _PLAIN else _raw_samples(data, shape, dtype, path)
     _check_maxval(samples, maxval, path)
     pixels = np.moveaxis(samples.astype(dtype.newbyteorder("="), copy=False), -1, 0)
-    bits, notes = _declared_scale(maxval, pixels.dtype)
-    return DecodedImage(pixels=pixels, channels=GRAY if shape[2] == 1 else RGB, significant_bits=bits, notes=notes)
+    declared = maxval if maxval < np.iinfo(pixels.dtype).max else None
+    return DecodedImage(pixels=pixels, channels=GRAY if shape[2] == 1 else RGB, maximum=declared)
 
 
 def parse_header(head: bytes, path: str) -> tuple[bytes, int, int, int, int]:
@@ -117,13 +117,3 @@ def _check_maxval(samples: np.ndarray, maxval: int, path: str) -> None:
     largest = int(samples.max(initial=0))
     if largest > maxval:
         raise ReadError(path, f"a sample ({largest}) exceeds the file's maxval {maxval}")
-
-
-def _declared_scale(maxval: int, dtype: np.dtype) -> tuple[int | None, tuple[str, ...]]:
-    """(significant bits, notes) that a maxval below the dtype's maximum declares."""
-    full = np.iinfo(dtype).max
-    if maxval == full:
-        return None, ()
-    if (maxval + 1) & maxval == 0:  # 2^k - 1
-        return maxval.bit_length(), ()
-    return None, (f"Netpbm maxval {maxval}: values are kept raw (0..{maxval}); their [0, 1] scale is raw / {maxval}",)

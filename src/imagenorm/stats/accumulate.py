@@ -31,7 +31,7 @@ from . import kernels
 from .float_percentiles import BracketValues, FloatHistogram
 from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide
 from .items import ItemSource
-from .measurement import Measurement, joinable
+from .measurement import Measurement, joinable, merged_maximum
 from .moments import FloatMoments, ImageSpread
 
 OnError = Literal["fail", "skip"]
@@ -118,6 +118,7 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
         partial.units |= {image.units}
         partial.voxels += image.pixels.size
         partial.spatial |= {image.pixels.ndim - 1}
+        partial.maximum = merged_maximum(partial.maximum, image.maximum or 0)
         if pixels.dtype != image.pixels.dtype:
             partial.scaled |= {image.pixels.dtype.name}
         partial.palette |= image.palette

@@ -33,6 +33,7 @@ class Measurement:
     scaled: frozenset[str] = frozenset()  # integer dtypes divided by their maximum (mixed_depth="scale")
     voxels: int = 0  # every decoded value, inside a mask or not (what a normalized copy holds)
     spatial: frozenset[int] = frozenset()  # the images' spatial dimensions (2: pictures, 3: volumes)
+    maximum: int | None = None  # declared maximum of every image (0: none declared, -1: they differ)
 
     def merge(self, other: "Measurement") -> "Measurement":
         """Both parts together (reductions: state merge, sums, union, concatenation in order)."""
@@ -51,6 +52,7 @@ class Measurement:
             scaled=self.scaled | other.scaled,
             voxels=self.voxels + other.voxels,
             spatial=self.spatial | other.spatial,
+            maximum=merged_maximum(self.maximum, other.maximum),
         )
 
     def joins(self, other: "Measurement", scale: bool) -> str | None:
@@ -70,7 +72,8 @@ class Measurement:
         meta = {"state": state_meta, "files": self.files, "skipped": self.skipped, "palette": self.palette,
                 "bits": self.bits, "notes": sorted(self.notes), "rows": self.rows, "dtypes": sorted(self.dtypes),
                 "units": sorted(self.units), "scaled": sorted(self.scaled),
-                "voxels": self.voxels, "spatial": sorted(self.spatial)}
+                "voxels": self.voxels, "spatial": sorted(self.spatial),
+                "maximum": self.maximum}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -87,8 +90,15 @@ class Measurement:
                           bits=meta["bits"], notes=frozenset(meta["notes"]), rows=meta["rows"],
                           dtypes=frozenset(meta["dtypes"]), units=frozenset(meta["units"]),
                           scaled=frozenset(meta["scaled"]), voxels=meta["voxels"],
-                          spatial=frozenset(meta["spatial"]))
+                          spatial=frozenset(meta["spatial"]), maximum=meta["maximum"])
         return measurement, meta
+
+
+def merged_maximum(a: int | None, b: int | None) -> int | None:
+    """Declared maxima of two parts: None is no image yet, 0 none declared, -1 disagreement."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if a == b else -1
 
 
 def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool) -> str | None:

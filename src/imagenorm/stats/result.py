@@ -123,6 +123,8 @@ class DatasetStats:
         """Significant bits the files declared (PNG sBIT, DICOM BitsStored), when fewer than the dtype's."""
         kind = np.dtype(self.dtype)
         bits = self.measurement.bits
+        if self.value_scale != value_scale_of(self.dtype):  # a declared maximum already gives the scale
+            return None
         return bits if kind.kind in "ui" and 0 < bits < kind.itemsize * 8 else None
 
     @property
@@ -137,6 +139,11 @@ class DatasetStats:
 
     @property
     def value_scale(self) -> float:
+        """raw / value_scale is the [0, 1] scale: the maximum every file declared (a Netpbm
+        maxval such as 4095 or 1000), else the dtype's maximum (255, 65535), 1 for floats."""
+        declared = self.measurement.maximum
+        if declared and declared > 0 and not self.measurement.scaled and np.dtype(self.dtype).kind in "ui":
+            return float(declared)
         return value_scale_of(self.dtype)
 
     @cached_property
