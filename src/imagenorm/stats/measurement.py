@@ -7,8 +7,9 @@ datasets' statistics and combining two workers' chunks are the same operation.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+import operator
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,44 +17,62 @@ from .moments import FloatMoments, ImageSpread
 from .state import State
 
 
+def merged_maximum(a: int | None, b: int | None) -> int | None:
+    """Declared maxima of two parts: None is no image yet, 0 none declared, -1 disagreement."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if a == b else -1
+
+
+def _merged_spread(a: ImageSpread | None, b: ImageSpread | None) -> ImageSpread | None:
+    return None if a is None or b is None else a.merge(b)
+
+
+#: The reductions a field may declare: every merge (workers, ranks, resumed checkpoints,
+#: merged stats files) combines each field with its own, in item order.
+REDUCTIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "state": lambda a, b: a.merge(b),
+    "spread": _merged_spread,
+    "sum": operator.add,
+    "concatenate": operator.add,
+    "any": operator.or_,
+    "max": max,
+    "union": operator.or_,
+    "maximum": merged_maximum,
+}
+
+
+def reduced(reduction: str, **options) -> Any:
+    """A dataclass field that declares its reduction."""
+    return field(metadata={"reduction": reduction}, **options)
+
+
 @dataclass
 class Measurement:
-    """Statistics of some items: their state, how many, and which were skipped and why."""
+    """Statistics of some items: their state, how many, and which were skipped and why.
 
-    state: State
-    spread: ImageSpread | None = None  # per-image means and stds (first pass only)
-    files: int = 0
-    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
-    palette: bool = False  # any palette image expanded
-    bits: int = 0  # the most significant bits any image declared or used
-    notes: frozenset[str] = frozenset()  # what readers decided (e.g. MONOCHROME1 policy)
-    rows: list[dict] = field(default_factory=list)  # per-image audit rows, in item order
-    dtypes: frozenset[str] = frozenset()  # the dtypes the images were decoded in
-    units: frozenset[str] = frozenset()  # what the values meant: "physical", "float", "raw"
-    scaled: frozenset[str] = frozenset()  # integer dtypes divided by their maximum (mixed_depth="scale")
-    voxels: int = 0  # every decoded value, inside a mask or not (what a normalized copy holds)
-    spatial: frozenset[int] = frozenset()  # the images' spatial dimensions (2: pictures, 3: volumes)
-    maximum: int | None = None  # declared maximum of every image (0: none declared, -1: they differ)
+    Each field declares its reduction (see :data:`REDUCTIONS`); :meth:`merge` applies them.
+    """
+
+    state: State = reduced("state")
+    spread: ImageSpread | None = reduced("spread", default=None)  # per-image means and stds (first pass only)
+    files: int = reduced("sum", default=0)
+    skipped: list[tuple[int, str, str]] = reduced("concatenate", default_factory=list)  # (index, name, reason)
+    palette: bool = reduced("any", default=False)  # any palette image expanded
+    bits: int = reduced("max", default=0)  # the most significant bits any image declared or used
+    notes: frozenset[str] = reduced("union", default=frozenset())  # what readers decided (e.g. MONOCHROME1 policy)
+    rows: list[dict] = reduced("concatenate", default_factory=list)  # per-image audit rows, in item order
+    dtypes: frozenset[str] = reduced("union", default=frozenset())  # the dtypes the images were decoded in
+    units: frozenset[str] = reduced("union", default=frozenset())  # what values meant: "physical", "float", "raw"
+    scaled: frozenset[str] = reduced("union", default=frozenset())  # integer dtypes divided by their maximum
+    voxels: int = reduced("sum", default=0)  # every decoded value, inside a mask or not
+    spatial: frozenset[int] = reduced("union", default=frozenset())  # spatial dimensions (2: pictures, 3: volumes)
+    maximum: int | None = reduced("maximum", default=None)  # declared maximum (0: none declared, -1: they differ)
 
     def merge(self, other: "Measurement") -> "Measurement":
-        """Both parts together (reductions: state merge, sums, union, concatenation in order)."""
-        spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
-        return Measurement(
-            state=self.state.merge(other.state),
-            spread=spread,
-            files=self.files + other.files,
-            skipped=self.skipped + other.skipped,
-            palette=self.palette or other.palette,
-            bits=max(self.bits, other.bits),
-            notes=self.notes | other.notes,
-            rows=self.rows + other.rows,
-            dtypes=self.dtypes | other.dtypes,
-            units=self.units | other.units,
-            scaled=self.scaled | other.scaled,
-            voxels=self.voxels + other.voxels,
-            spatial=self.spatial | other.spatial,
-            maximum=merged_maximum(self.maximum, other.maximum),
-        )
+        """Both parts together: each field by its declared reduction."""
+        return Measurement(**{f.name: REDUCTIONS[f.metadata["reduction"]](getattr(self, f.name), getattr(other, f.name))
+                              for f in fields(self)})
 
     def joins(self, other: "Measurement", scale: bool) -> str | None:
         """Why the two cannot be measured together (None: they can); see :func:`joinable`."""
@@ -69,11 +88,8 @@ class Measurement:
             for part in ("means", "stds"):
                 _, spread_arrays = getattr(self.spread, part).to_arrays()
                 arrays.update({f"spread_{part}.{key}": value for key, value in spread_arrays.items()})
-        meta = {"state": state_meta, "files": self.files, "skipped": self.skipped, "palette": self.palette,
-                "bits": self.bits, "notes": sorted(self.notes), "rows": self.rows, "dtypes": sorted(self.dtypes),
-                "units": sorted(self.units), "scaled": sorted(self.scaled),
-                "voxels": self.voxels, "spatial": sorted(self.spatial),
-                "maximum": self.maximum}
+        meta = {f.name: _to_json(getattr(self, f.name)) for f in fields(self) if f.name not in ("state", "spread")}
+        meta["state"] = state_meta
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -85,20 +101,21 @@ class Measurement:
         if any(key.startswith("spread_means.") for key in arrays):
             spread = ImageSpread(*(FloatMoments.from_arrays({"kind": FloatMoments.kind}, _part(arrays, f"spread_{part}."))
                                    for part in ("means", "stds")))
-        measurement = cls(state=State.from_arrays(meta["state"], _part(arrays, "state.")), spread=spread,
-                          files=meta["files"], skipped=[tuple(s) for s in meta["skipped"]], palette=meta["palette"],
-                          bits=meta["bits"], notes=frozenset(meta["notes"]), rows=meta["rows"],
-                          dtypes=frozenset(meta["dtypes"]), units=frozenset(meta["units"]),
-                          scaled=frozenset(meta["scaled"]), voxels=meta["voxels"],
-                          spatial=frozenset(meta["spatial"]), maximum=meta["maximum"])
-        return measurement, meta
+        plain = {f.name: _from_json(meta[f.name], f.metadata["reduction"]) for f in fields(cls)
+                 if f.name not in ("state", "spread")}
+        return cls(state=State.from_arrays(meta["state"], _part(arrays, "state.")), spread=spread, **plain), meta
 
 
-def merged_maximum(a: int | None, b: int | None) -> int | None:
-    """Declared maxima of two parts: None is no image yet, 0 none declared, -1 disagreement."""
-    if a is None or b is None:
-        return b if a is None else a
-    return a if a == b else -1
+def _to_json(value: Any) -> Any:
+    return sorted(value) if isinstance(value, frozenset) else value
+
+
+def _from_json(value: Any, reduction: str) -> Any:
+    if reduction == "union":
+        return frozenset(value)
+    if reduction == "concatenate" and value and isinstance(value[0], list):
+        return [tuple(item) for item in value]  # skipped entries
+    return value
 
 
 def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool) -> str | None:
