@@ -25,7 +25,7 @@ from .masks import MaskSpec
 from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
 from .options import ReadOptions, check_choice
 from .readers import image_extension
-from .sources import PathSource, source_root
+from .sources import PathSource, named_folders, source_root
 from .stats.accumulate import chunk_ranges, map_chunks
 from .stats.items import ItemSource, as_item_source
 from .stats.result import DatasetStats
@@ -65,19 +65,6 @@ def refuse_inside(output: str, sources: list[str]) -> None:
         if out == src or os.path.commonpath([out, src]) == src:
             raise ImagenormError(f"refusing to write inside the source tree {display_path(source)}; "
                                  "choose an output folder outside it")
-
-
-def source_folders(source: PathSource, root: str) -> list[str]:
-    """Every folder the sources name (a glob by its folder part), and the common root."""
-    named = [source] if isinstance(source, (str, bytes, os.PathLike)) else list(source)
-    folders = [root]
-    for item in map(os.fspath, named):
-        if os.path.isdir(item):
-            folders.append(item)
-        elif not os.path.exists(item):  # a glob: the folder before its first wildcard
-            prefix = item.split("*")[0].split("?")[0].split("[")[0]
-            folders.append(os.path.dirname(prefix) or ".")
-    return folders
 
 
 @dataclass
@@ -147,7 +134,7 @@ def apply_normalization(
     items, _ = as_item_source(source, dicom_series=reading.groups_series)
     keys = [items.key(index) for index in range(len(items))]
     root = source_root(keys, source)
-    refuse_inside(output, source_folders(source, root))
+    refuse_inside(output, [root, *named_folders(source)])
     names = output_names(keys, root)
     mask = MaskSpec.from_options(reading, root) if options.per_image else None
     transform = build_transform(stats, options, mask=mask)

@@ -102,6 +102,10 @@ def _broadcast_shape(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
 
 
 # --- units -----------------------------------------------------------------------
+#: ``stats_dtype`` of statistics in physical units: integer input of any dtype is raw values.
+ANY_INTEGER = "integer"
+
+
 def input_factor(
     dtype: torch.dtype, value_scale: float = 1.0, input_scale: float | None = None,
     stats_dtype: str | Sequence[str] | None = None,
@@ -109,7 +113,8 @@ def input_factor(
     """The factor ``k`` with ``raw = x * k`` for input of ``dtype``.
 
     ``stats_dtype``: the dtype the statistics were measured on, or the integer dtypes whose
-    values are their raw units (statistics of images promoted to a common type).
+    values are their raw units (statistics of images promoted to a common type), or
+    ``"integer"``: values in physical units (HU), raw in any integer dtype.
 
     Raises:
         InputDtypeError: integer input of another dtype than the statistics were measured on.
@@ -120,9 +125,9 @@ def input_factor(
     _check_dtype(dtype)
     name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
     measured = (stats_dtype,) if isinstance(stats_dtype, str) else tuple(stats_dtype or ())
-    if name in measured:  # raw units
+    if name in measured or ANY_INTEGER in measured:  # raw units
         return 1.0
-    if any(np.dtype(d).kind in "ui" for d in measured):
+    if any(d != ANY_INTEGER and np.dtype(d).kind in "ui" for d in measured):
         raise InputDtypeError(
             f"the statistics were measured on {' and '.join(measured)} pixels, but the input is {name}: "
             "convert it, or pass float input in the [0, 1] scale"
@@ -186,7 +191,6 @@ def check_input_scale(
     if abs(reach) <= UNIT_SCALE_LIMIT:
         return
     measured = (stats_dtype,) if isinstance(stats_dtype, str) else tuple(stats_dtype or ())
-    measured = measured if len(measured) <= 2 else ("integer",)  # values in physical units: every integer dtype
     built = (f"transforms built from {' and '.join(measured)} statistics" if measured
              else f"transforms with value_scale={value_scale:g}")
     raise InputError(

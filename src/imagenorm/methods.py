@@ -135,6 +135,13 @@ class NormalizedItems(ItemSource):
     def path(self, index: int) -> str | None:
         return self.items.path(index)
 
+    def probe(self, index: int, options: ReadOptions) -> DecodedImage:
+        """The layout of item ``index`` after normalization, from the inner items' cheap probe
+        (a series' first slice; nothing is normalized twice)."""
+        image = self.items.probe(index, self.options)
+        dtype = str(getattr(self.transform, "dtype", torch.float32)).removeprefix("torch.")
+        return DecodedImage(pixels=np.empty((image.pixels.shape[0], 0), dtype), channels=image.channels)
+
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
         image = self.items.load(index, self.options)
         try:

@@ -182,6 +182,18 @@ def _as_list(source: PathSource) -> list:
     return list(source)
 
 
+def named_folders(source: PathSource) -> list[str]:
+    """The folders a source names: each folder, and a glob's folder before its first wildcard."""
+    folders = []
+    for item in map(os.fspath, _as_list(source)):
+        if os.path.isdir(item):
+            folders.append(item)
+        elif _GLOB_CHARACTERS & set(item) and not os.path.exists(item):
+            prefix = min((item.index(c) for c in _GLOB_CHARACTERS if c in item))
+            folders.append(os.path.dirname(item[:prefix]) or ".")
+    return folders
+
+
 def source_root(paths: list[str], source: PathSource) -> str:
     """The folder a source's tree hangs from: the named folder (the common parent of several
     named folders), or the common parent of the files."""

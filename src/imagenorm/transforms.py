@@ -160,6 +160,8 @@ def _dtype_named(name: str) -> torch.dtype:
 class _Normalize(_OptionsInState):
     """Shared options: per-image statistics, masks, units, layout and output."""
 
+    _scale_checked = False  # float input on a device checked once (see forward)
+
     def __init__(
         self,
         *,
@@ -236,7 +238,10 @@ class _Normalize(_OptionsInState):
             return self._per_image(x, out)
         scale, shift, clip = self._cached_affine()
         factor = F.input_factor(x.dtype, self.value_scale, self.input_scale, self.stats_dtype)
-        F.check_input_scale(x, self.value_scale, self.input_scale, self.stats_dtype)
+        if x.device.type == "cpu" or not self._scale_checked:  # on a GPU the check waits for it: first call only
+            F.check_input_scale(x, self.value_scale, self.input_scale, self.stats_dtype)
+            if x.device.type != "cpu" and not torch.compiler.is_compiling():
+                self._scale_checked = True
         return F.affine(x, scale * factor if factor != 1.0 else scale, shift, clip=clip,
                         spatial_dims=self.spatial_dims, dtype=self.dtype, out=out, inplace=self.inplace)
 

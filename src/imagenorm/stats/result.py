@@ -20,10 +20,6 @@ from .state import State, common_dtype
 from .summary import Summary
 
 
-#: Every integer dtype (values in physical units are raw units whatever their container).
-INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
-
-
 def value_scale_of(dtype: str) -> float:
     """The dtype's maximum for integers (255, 65535, ...), 1 for floats."""
     kind = np.dtype(dtype)
@@ -111,10 +107,11 @@ class DatasetStats:
     @property
     def raw_input_dtypes(self) -> tuple[str, ...]:
         """Integer dtypes whose values are raw units of these statistics (transforms take them as
-        is): every integer type for values in physical units (HU in int16 or int32 alike), else
+        is): ``("integer",)``, any integer type, for values in physical units (HU in int16 or
+        int32 alike), else
         the measured ones that were not scaled to [0, 1]."""
         if "physical" in self.measurement.units:
-            return INTEGER_DTYPES
+            return ("integer",)  # imagenorm.functional.ANY_INTEGER
         return tuple(name for name in self.source_dtypes
                      if np.dtype(name).kind in "ui" and name not in self.measurement.scaled)
 
