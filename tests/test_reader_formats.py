@@ -307,11 +307,6 @@ class TestNetpbm:
         np.testing.assert_allclose(z(x).numpy(), z(torch.from_numpy(channel_first(pixels).astype(np.int32)).to(torch.uint16)).numpy(),
                                    atol=1e-5)
 
-    def test_files_of_different_maxval_fall_back_to_the_dtype(self, tmp_path, rng):
-        write_netpbm(tmp_path / "a.pgm", "P5", rng.integers(0, 1001, (6, 7), dtype=np.uint16), 1000)
-        write_netpbm(tmp_path / "b.pgm", "P5", rng.integers(0, 4096, (6, 7), dtype=np.uint16), 4095)
-        assert imagenorm.compute_stats(tmp_path).value_scale == 65535
-
     def test_plain_and_raw_bitmaps_agree_with_pillow(self, tmp_path, rng):
         white = rng.random((5, 11)) < 0.5
         Image.fromarray(white).save(tmp_path / "raw.pbm")  # Pillow writes P4
@@ -492,3 +487,26 @@ class TestSameRuleAtEveryDepth:
         image = read_image(tmp_path / "c.nii")
         assert image.channels == ("red", "green", "blue") and image.pixels.dtype == np.uint8
         np.testing.assert_array_equal(image.pixels, np.moveaxis(colours, -1, 0))
+
+
+def test_netpbm_files_of_different_maxval_are_refused_unless_scaled(tmp_path, rng):
+    """Found by trying it: maxval 4095 and 1000 files were pooled in raw units under value_scale 65535."""
+    a = rng.integers(0, 4096, (6, 7), dtype=np.uint16)
+    b = rng.integers(0, 1001, (6, 7), dtype=np.uint16)
+    write_netpbm(tmp_path / "a.pgm", "P5", a, 4095)
+    write_netpbm(tmp_path / "b.pgm", "P5", b, 1000)
+    with pytest.raises(imagenorm.ReadError, match="b.pgm: has uint16 \\(maxval 1000\\) raw values, .* different declared maxima"):
+        imagenorm.compute_stats(tmp_path)
+    scaled = imagenorm.compute_stats(tmp_path, mixed_depth="scale")
+    values = np.concatenate([(a / 4095).ravel(), (b / 1000).ravel()])
+    assert scaled.pooled.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert scaled.pooled.std == pytest.approx(values.std(), rel=1e-12)
+
+
+def test_mpo_extension_is_an_image(tmp_path, rng):
+    from PIL import Image
+
+    first, second = (Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(2))
+    first.save(tmp_path / "m.mpo", "MPO", save_all=True, append_images=[second])
+    stats = imagenorm.compute_stats(str(tmp_path / "m.mpo"))
+    assert stats.pooled.count == 8 * 8 * 3  # the primary picture only

@@ -29,7 +29,7 @@ from PIL import Image, ImageFile
 from ..errors import ReadError
 from .base import GRAY, GRAY_ALPHA, RGB, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".mpo", ".bmp", ".webp", ".gif")
 CUT_SHORT = "the file ends before its pixel data do (truncated)"
 _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each colour type
 _MARKER = (183, 61, 29, 7)  # per band: a colour no row of a real image is likely to hold throughout

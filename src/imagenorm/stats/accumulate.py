@@ -46,10 +46,11 @@ class Layout:
     dtype: str
     channels: tuple[str, ...]
     units: str = "raw"
+    maximum: int | None = None  # a declared maximum (Netpbm maxval) is part of raw units
 
     @classmethod
     def of(cls, image: DecodedImage) -> "Layout":
-        return cls(image.pixels.dtype.name, image.channels, image.units)
+        return cls(image.pixels.dtype.name, image.channels, image.units, image.maximum)
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ def measured_values(job: Job, index: int, image: DecodedImage) -> np.ndarray:
     """The values of ``image`` that count: inside the mask (decided on the values as read),
     in the [0, 1] scale under ``mixed_depth="scale"``, and finite unless told to ignore."""
     pixels = image.pixels if job.mask is None else job.mask.select(image.pixels, job.items.path(index) or "", image.channels)
-    if job.scaled and image.units == "raw":
-        pixels = pixels.astype(np.float64) / float(np.iinfo(pixels.dtype).max)
+    if job.scaled and image.units == "raw":  # divided by the declared maximum, else the dtype's
+        pixels = pixels.astype(np.float64) / float(image.maximum or np.iinfo(pixels.dtype).max)
     check_finite(job, index, pixels)
     return pixels
 
@@ -160,9 +161,15 @@ def check_layout(job: Job, index: int, image: DecodedImage) -> None:
     if channels != want.channels:
         what = f"{len(channels)} channel(s) ({', '.join(channels)}), but {job.first_name} has {len(want.channels)} ({', '.join(want.channels)})"
         raise ReadError(job.items.name(index), f"has {what}; pass convert='gray' or convert='rgb' to convert every image")
-    if (dtype, image.units) == (want.dtype, want.units):
+    if (dtype, image.units, image.maximum) == (want.dtype, want.units, want.maximum):
         return
     why = joinable(frozenset({image.units, want.units}), frozenset({dtype, want.dtype}), job.scaled)
+    if why is None and image.units == want.units == "raw" and image.maximum != want.maximum and not job.scaled:
+        why = "raw values of different declared maxima do not share units"
+        dtype, want_dtype = f"{dtype} (maxval {image.maximum or 'of the dtype'})", f"{want.dtype} (maxval {want.maximum or 'of the dtype'})"
+        raise ReadError(job.items.name(index), f"has {dtype} raw values, but {job.first_name} has {want_dtype} raw values: "
+                                               f"{why}; measure them separately, or pass mixed_depth='scale' to measure "
+                                               "every image in the [0, 1] scale (each divided by its maximum)")
     if why is None:
         return
     hint = "" if "physical" in why else (
