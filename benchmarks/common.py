@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: a folder of real-photo JPEGs, timing, machine description."""
+"""Shared benchmark helpers: folders of real-photo JPEGs and PNGs, timing, machine description."""
 
 from __future__ import annotations
 
@@ -15,6 +15,22 @@ DATA = Path(__file__).resolve().parent / "data"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 
 
+def _photo_crop(photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int]):
+    """A random crop of ``photo`` with the aspect of ``size``, maybe flipped, brightness scaled, resized."""
+    from PIL import Image
+
+    height, width = photo.shape[:2]
+    crop_h = int(rng.integers(height // 2, height + 1))
+    crop_w = min(width, int(crop_h * size[0] / size[1]))
+    top, left = int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
+    crop = photo[top : top + crop_h, left : left + crop_w]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    gain = rng.uniform(0.7, 1.2)
+    crop = np.clip(crop.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.BILINEAR)
+
+
 def photo_jpegs(count: int = 2000, size: tuple[int, int] = (500, 375), folder: str | None = None) -> list[str]:
     """``count`` JPEGs of ``size`` cut from scikit-image's photographs (made once, then reused).
 
@@ -23,7 +39,6 @@ def photo_jpegs(count: int = 2000, size: tuple[int, int] = (500, 375), folder: s
     on real datasets.
     """
     import skimage.data
-    from PIL import Image
 
     root = DATA / (folder or f"jpeg_{count}_{size[0]}x{size[1]}")
     paths = [str(root / f"{index // 500:02d}" / f"photo_{index:05d}.jpg") for index in range(count)]
@@ -32,18 +47,47 @@ def photo_jpegs(count: int = 2000, size: tuple[int, int] = (500, 375), folder: s
     rng = np.random.default_rng(0)
     photos = [getattr(skimage.data, name)() for name in PHOTOS]
     for index, path in enumerate(paths):
-        photo = photos[index % len(photos)]
-        height, width = photo.shape[:2]
-        crop_h = int(rng.integers(height // 2, height + 1))
-        crop_w = min(width, int(crop_h * size[0] / size[1]))
-        top, left = int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
-        crop = photo[top : top + crop_h, left : left + crop_w]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        gain = rng.uniform(0.7, 1.2)
-        crop = np.clip(crop.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        image = _photo_crop(photos[index % len(photos)], rng, size)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.BILINEAR).save(path, quality=90)
+        image.save(path, quality=90)
+    return paths
+
+
+GRAY_PHOTOS = PHOTOS + ("camera", "moon")  # the colour photos converted to L, and two gray ones
+
+
+def photo_pngs(
+    count: int, mode: str = "L", size: tuple[int, int] = (500, 375), first: int | None = None
+) -> list[str]:
+    """8-bit PNGs (``mode`` "L" or "RGB") of ``size`` cut from scikit-image's photographs.
+
+    Folder ``png_gray_{count}_{W}x{H}`` or ``png_rgb_...`` under ``benchmarks/data``, made
+    once and reused. The same random crops, flips and brightness changes as
+    :func:`photo_jpegs` (the gray folder also uses scikit-image's gray ``camera`` and
+    ``moon``; colour photos are converted to L by Pillow), saved with Pillow's default
+    PNG compression. Each file depends only on its index, so ``first`` (the first files
+    only, e.g. for a smoke test) makes and returns a prefix of the same folder.
+    """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', not {mode!r}")
+    tag = "gray" if mode == "L" else "rgb"
+    root = DATA / f"png_{tag}_{count}_{size[0]}x{size[1]}"
+    wanted = count if first is None else min(first, count)
+    paths = [str(root / f"{index // 500:02d}" / f"photo_{index:05d}.png") for index in range(wanted)]
+    missing = [index for index, path in enumerate(paths) if not os.path.exists(path)]
+    if not missing:
+        return paths
+    import skimage.data
+
+    names = GRAY_PHOTOS if mode == "L" else PHOTOS
+    photos = [getattr(skimage.data, name)() for name in names]
+    for index in missing:
+        rng = np.random.default_rng((1 if mode == "L" else 2, index))
+        image = _photo_crop(photos[index % len(photos)], rng, size).convert(mode)
+        os.makedirs(os.path.dirname(paths[index]), exist_ok=True)
+        partial = paths[index] + ".partial"  # an interrupted run leaves no truncated PNG behind
+        image.save(partial, format="PNG")
+        os.replace(partial, paths[index])
     return paths
 
 

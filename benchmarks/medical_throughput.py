@@ -3,13 +3,16 @@ reference, and the two ways to get float percentiles (plus a quantile sketch for
 
 Data (made on first run under benchmarks/data/, from scikit-image's Shepp-Logan phantom):
   - 300 DICOM CT slices of 512x512, int16 stored, RescaleIntercept -1024 (values in HU);
+    the same again 12-bit unsigned (values in HU as int16), for the series comparison;
   - 4 NIfTI volumes of 256x256x96: int16 and float32.
 
-    python benchmarks/medical_throughput.py
+    python benchmarks/medical_throughput.py            # everything
+    python benchmarks/medical_throughput.py --series   # only a series against --dicom-slices
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -36,20 +39,24 @@ def phantom_hu(rng: np.random.Generator, size: int, level: int) -> np.ndarray:
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
 
-def dicom_slices(count: int = 300) -> Path:
+def dicom_slices(count: int = 300, bits: int = 16) -> Path:
+    """One series of ``count`` CT slices: 16-bit signed stored (values int32 after the
+    intercept), or 12-bit unsigned (values int16, the histogram kernel's dtype)."""
     import pydicom
 
-    root = DATA / "ct_dicom"
+    root = DATA / ("ct_dicom" if bits == 16 else f"ct_dicom_{bits}bit")
     if len(list(root.glob("*.dcm"))) == count:
         return root
     root.mkdir(parents=True, exist_ok=True)
     template = pydicom.dcmread(Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm")
+    if bits != 16:
+        template.BitsStored, template.HighBit, template.PixelRepresentation = bits, bits - 1, 0
     rng = np.random.default_rng(0)
     for index in range(count):
         hu = phantom_hu(rng, 512, index)
         template.Rows, template.Columns = hu.shape
         template.RescaleIntercept, template.RescaleSlope = "-1024", "1"
-        template.PixelData = (hu.astype(np.int32) + 1024).astype(np.int16).tobytes()
+        template.PixelData = (hu.astype(np.int32) + 1024).astype(np.int16 if bits == 16 else np.uint16).tobytes()
         template.InstanceNumber = index + 1
         template.ImagePositionPatient = [0, 0, float(index)]
         template.save_as(root / f"slice_{index:03d}.dcm")
@@ -82,8 +89,33 @@ def foreground_reference(root: Path) -> dict:
     return {"mean": values.mean(), "std": values.std(), "p": np.percentile(values, [0.5, 50, 99.5])}
 
 
+def series_against_slices(folders: dict[str, Path], rounds: int = 5) -> None:
+    """``stats`` with the slices grouped as one series, against ``--dicom-slices`` (each file
+    its own image), in interleaved rounds; the target is at most 1.3x."""
+    contenders = {}
+    for label, root in folders.items():
+        contenders[f"{label}: series"] = lambda root=root: imagenorm.compute_stats(root)
+        contenders[f"{label}: --dicom-slices"] = lambda root=root: imagenorm.compute_stats(root, dicom_series=False)
+    rows = interleaved_best(contenders, rounds=rounds)
+    for label in folders:
+        (series, series_cpu), (slices, slices_cpu) = rows[f"{label}: series"], rows[f"{label}: --dicom-slices"]
+        print(f"{label}: series {series:.3f} s (CPU {series_cpu:.3f} s), --dicom-slices {slices:.3f} s "
+              f"(CPU {slices_cpu:.3f} s): series / slices = {series / slices:.2f}x wall, "
+              f"{series_cpu / slices_cpu:.2f}x CPU (target: at most 1.30x)")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", action="store_true", help="only the series against --dicom-slices comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of that comparison")
+    args = parser.parse_args()
     dicom = dicom_slices()
+    series = {"DICOM 300-slice series, 16-bit stored (int32 HU)": dicom,
+              "DICOM 300-slice series, 12-bit stored (int16 HU)": dicom_slices(bits=12)}
+    if args.series:
+        print(f"# DICOM series against --dicom-slices; {machine()}; {date.today()}")
+        series_against_slices(series, args.rounds)
+        return
     int_volumes, float_volumes = nifti_volumes("int16"), nifti_volumes("float32")
     print(f"# medical throughput; {machine()}; {date.today()}")
 
@@ -104,6 +136,7 @@ def main() -> None:
              ("NIfTI int16 4 volumes", "imagenorm stats")]
     for prefix, what in pairs:
         print(f"{prefix}, {what}: {rows[f'{prefix}: {what}'][0] / rows[f'{prefix}: read only'][0]:.2f}x the time of reading alone")
+    series_against_slices(series, args.rounds)
     read_float = rows["NIfTI float32: read only"][0]
     print(f"float exact / read only = {rows['NIfTI float32: stats, exact percentiles (3 passes)'][0] / read_float:.2f}x; "
           f"histogram / read only = {rows['NIfTI float32: stats, histogram percentiles (2 passes)'][0] / read_float:.2f}x")

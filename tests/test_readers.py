@@ -172,14 +172,14 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def test_png_significant_bits_recorded(tmp_path, rng):
     """12-bit data in a 16-bit PNG with an sBIT chunk: the 12 bits are reported."""
     import imagenorm
-    from imagenorm.readers.pillow import png_header
+    from imagenorm.readers.png import png_header
 
     write_png(tmp_path / "a.png", rng.integers(0, 4096, (9, 9), dtype=np.uint16))
     data = (tmp_path / "a.png").read_bytes()
     ihdr_end = 8 + 8 + 13 + 4
     with_sbit = data[:ihdr_end] + _chunk(b"sBIT", bytes([12])) + data[ihdr_end:]
     (tmp_path / "a.png").write_bytes(with_sbit)
-    assert png_header(str(tmp_path / "a.png")).significant_bits == 12
+    assert png_header(with_sbit).significant_bits == 12
     stats = imagenorm.compute_stats(tmp_path)
     assert stats.significant_bits == 12
     assert stats.to_dict()["significant_bits"] == 12

@@ -14,6 +14,7 @@ import importlib
 
 from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError
 from .options import OptionConflictError, OptionError, ReadOptions
+from .readers import decode_image, read_image
 from .stats import PERCENTILES, DatasetStats, Summary, compute_stats
 from .version import __version__
 
@@ -35,7 +36,8 @@ _LAZY = {
     "apply_normalization": "apply",
 }
 
-__all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", *_LAZY,
+__all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", "read_image",
+           "decode_image", *_LAZY,
            "ImagenormError", "ReadError", "EmptyDatasetError", "StatsFileError", "OptionError", "OptionConflictError"]
 
 

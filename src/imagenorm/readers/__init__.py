@@ -1,4 +1,4 @@
-"""Decode one file to a channel-first array, keeping its dtype and values.
+"""Decode one file, or one image's bytes in memory, to a channel-first array, keeping its dtype and values.
 
 Every reader returns a :class:`DecodedImage` whose ``pixels`` are ``(C, *spatial)``
 (often a view of the decoder's channel-last buffer, not a copy). Which library
@@ -7,9 +7,12 @@ decodes what is chosen so that no bit is lost:
 =====================  =====================================================
 format                 decoder
 =====================  =====================================================
-PNG 8-bit, 16-bit gray Pillow (palette images expanded to RGB/RGBA)
-PNG 16-bit color       OpenCV (Pillow would cut it to 8 bits), every APNG frame
-JPEG, BMP, WebP, GIF   Pillow; every frame of an animation, a JPEG's primary picture
+PNG                    libspng (imagecodecs) for gray up to 8 bits, palette, RGB and RGBA:
+                       Pillow's samples exactly; Pillow for 16-bit gray, tRNS and APNG
+                       (palettes expanded to RGB/RGBA); OpenCV for 16-bit RGB and gray+alpha
+JPEG                   libjpeg-turbo (simplejpeg), Pillow's samples exactly; Pillow for CMYK,
+                       arithmetic coding and 12-bit; a JPEG's primary picture
+BMP, WebP, GIF         Pillow; every frame of an animation
 PBM/PGM/PPM/PNM        imagenorm itself, plain and raw alike, values as stored (Pillow
                        rescales ``maxval`` != 255, OpenCV plain files with maxval < 255)
 TIFF (all pages)       tifffile, with imagecodecs for LZW, Deflate, JPEG, ...
@@ -21,6 +24,10 @@ NIfTI ``.nii(.gz)``    nibabel
 
 Bool (1-bit) samples are uint8 0 and 255 in every reader (:func:`bilevel`).
 
+Each format module has ``read(path, options)`` and ``decode(data, name, options)``: the same
+image from bytes (an archive member, a parquet cell, a remote object), no temporary file.
+:func:`read_image` and :func:`decode_image` choose the module and give errors one form.
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
@@ -28,25 +35,28 @@ Example:
     >>> image = read_image(path)
     >>> image.pixels.shape, image.pixels.dtype.name, image.channels
     ((1, 4, 5), 'uint16', ('gray',))
+    >>> decode_image(open(path, "rb").read(), "shard.tar:a.npy").pixels.shape
+    (1, 4, 5)
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from types import ModuleType
 from typing import Callable
 
-import numpy as np
-
-from ..errors import ReadError
+from ..errors import InputError, ReadError
 from .base import (  # noqa: F401  (the readers' shared types, re-exported)
     DEFAULT_MAX_PIXELS,
+    Data,
     GRAY,
     GRAY_ALPHA,
     RGB,
     RGBA,
     DecodedImage,
     ReadOptions,
+    ReusedBuffer,
     apply_channel_options,
     array_channels,
     bilevel,
@@ -70,41 +80,115 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     reader = reader_for(path)
     if reader is None:
         raise ReadError(path, _not_an_image(path))
+    return _decoded(reader, path, path, options, empty=lambda: os.path.isfile(path) and os.path.getsize(path) == 0)
+
+
+def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions()) -> DecodedImage:
+    """Decode an image held in memory (``bytes``, ``bytearray`` or ``memoryview``), applying
+    ``options``; ``name`` is what errors name (``"shard.tar:0001.png"``).
+
+    The extension of ``name`` chooses the format; without a known one, the data's first bytes
+    do (:func:`sniff_extension`). Every guarantee of :func:`read_image` holds.
+
+    Raises:
+        ReadError: as for :func:`read_image`.
+    """
+    data = _as_bytes_like(data, name)
+    if not len(data):
+        raise ReadError(name, "empty (0 bytes)")
+    extension = image_extension(name).lower() or sniff_extension(data)
+    module = _modules_by_extension().get(".nii" if extension == ".nii.gz" else extension)
+    if module is None:
+        raise ReadError(name, f"not a supported image format ({os.path.splitext(name)[1] or 'no extension'})")
+    return _decoded(functools.partial(module.decode, data), name, name, options, empty=lambda: False)
+
+
+def _as_bytes_like(data, name: str) -> Data:
+    """``data`` as one-byte items (a memoryview of wider items is cast); anything else is refused."""
+    if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+        return data.cast("B")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"{name}: expected the image's bytes (bytes, bytearray or memoryview), got {type(data).__name__}")
+    return data
+
+
+def _decoded(reader: Callable, source, name: str, options: ReadOptions, empty: Callable[[], bool]) -> DecodedImage:
+    """``reader(source, options)`` with its channel options applied, and any failure as one ReadError."""
     try:
-        image = reader(path, options)
+        image = reader(source, options)
     except ReadError:
         raise
     except MemoryError:
-        raise ReadError(path, "not enough memory to decode it") from None
+        raise ReadError(name, "not enough memory to decode it") from None
     except Exception as error:  # decoders raise many types; each becomes one clear line
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise ReadError(path, "empty file (0 bytes)") from None
-        raise ReadError(path, describe_decoder_error(error)) from None
-    return apply_channel_options(native_order(image), options, path)
+        if empty():
+            raise ReadError(name, "empty file (0 bytes)") from None
+        raise ReadError(name, describe_decoder_error(error)) from None
+    return apply_channel_options(native_order(image), options, name)
+
+
+_MAGIC = (  # DICOM first: its 128-byte preamble may hold another format's header (a dual TIFF-DICOM file)
+    (128, b"DICM", ".dcm"), (0, b"\x89PNG\r\n\x1a\n", ".png"), (0, b"\xff\xd8\xff", ".jpg"), (0, b"GIF8", ".gif"), (0, b"BM", ".bmp"),
+    (8, b"WEBP", ".webp"), (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (0, b"II+\x00", ".tif"),
+    (0, b"MM\x00+", ".tif"), (0, b"\x93NUMPY", ".npy"), (344, b"n+1\x00", ".nii"),
+    (4, b"n+2\x00", ".nii"),
+)
+
+
+def sniff_extension(data: Data) -> str:
+    r"""The extension of the format whose signature starts ``data`` (``".png"``, ``".dcm"``), or "".
+
+    Netpbm (``P1``-``P6`` and whitespace) is recognized too; gzip data are not (a ``.nii.gz``
+    needs its name). A DICOMDIR is no image: "".
+
+    Example:
+        >>> sniff_extension(b"\x89PNG\r\n\x1a\n..."), sniff_extension(b"P5 4 4 255 ..."), sniff_extension(b"text")
+        ('.png', '.pgm', '')
+    """
+    head = bytes(data[:1024])
+    for offset, magic, extension in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            if extension == ".dcm" and _meta_element(head, 132, 0x0002) == MEDIA_STORAGE_DIRECTORY:
+                return ""
+            return extension
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return ".pgm"
+    return ""
 
 
 def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
     """The reader function for ``path``, or None if it is not an image.
 
     A known image extension decides. Any other file (no extension, a UID-like name such
-    as ``1.3.46.670589.33.1.2``, Siemens ``.IMA``) is read as DICOM if it has the DICOM
-    preamble ("DICM" at byte 128, probed in the first 1 KiB). A DICOM Media Storage
-    Directory (named ``DICOMDIR``, or probed to hold that MediaStorageSOPClassUID) is not
-    an image.
+    as ``1.3.46.670589.33.1.2``, Siemens ``.IMA``, a photo saved without extension) is read
+    as what its first bytes say (:func:`sniff_extension`, the first 1 KiB), as
+    :func:`decode_image` reads bytes. A DICOM Media Storage Directory (named ``DICOMDIR``,
+    or probed to hold that MediaStorageSOPClassUID) is not an image.
     """
-    name = path.lower()
-    readers = _readers_by_extension()
-    if name.endswith(".nii.gz"):
-        return readers[".nii"]
-    if os.path.basename(name) == "dicomdir":
+    if os.path.basename(path).lower() == "dicomdir":
         return None
-    reader = readers.get(os.path.splitext(name)[1])
-    if reader is not None:
-        return reader
-    storage_class = dicom_storage_class(path)
-    if storage_class is None or storage_class == MEDIA_STORAGE_DIRECTORY:
-        return None
-    return readers[".dcm"]
+    extension = image_extension(path).lower() or sniff_extension(_head(path))
+    return _readers_by_extension()[".nii" if extension == ".nii.gz" else extension] if extension else None
+
+
+def is_image_path(path: str) -> bool:
+    """Whether a folder scan takes ``path`` as an image: a known image extension, or the DICOM
+    preamble (slices named by UIDs, ``.IMA``). Other files are passed over, however they
+    begin (a file named one by one is read by its content, see :func:`reader_for`)."""
+    if os.path.basename(path).lower() == "dicomdir":
+        return False
+    if image_extension(path):
+        return True
+    return dicom_storage_class(path) not in (None, MEDIA_STORAGE_DIRECTORY)
+
+
+def _head(path: str) -> bytes:
+    """The first 1 KiB of ``path`` (empty if it cannot be read)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(1024)
+    except OSError:
+        return b""
 
 
 def image_extension(path: str) -> str:
@@ -166,16 +250,12 @@ def _meta_element(data: bytes, offset: int, element: int) -> str | None:
 
 
 @functools.cache
-def _readers_by_extension() -> dict[str, Callable[[str, ReadOptions], DecodedImage]]:
+def _modules_by_extension() -> dict[str, ModuleType]:
     from . import dicom, netpbm, nifti, numpy_file, pillow, tiff
 
-    return {
-        extension: module.read
-        for module in (pillow, netpbm, tiff, numpy_file, dicom, nifti)
-        for extension in module.EXTENSIONS
-    }
+    return {extension: module for module in (pillow, netpbm, tiff, numpy_file, dicom, nifti) for extension in module.EXTENSIONS}
 
 
-def is_image_path(path: str) -> bool:
-    """Whether imagenorm reads ``path`` as an image (see :func:`reader_for`)."""
-    return reader_for(path) is not None
+@functools.cache
+def _readers_by_extension() -> dict[str, Callable[[str, ReadOptions], DecodedImage]]:
+    return {extension: module.read for extension, module in _modules_by_extension().items()}

@@ -13,37 +13,61 @@ RGB(A) colours of the palette's depth (8- or 16-bit entries), whatever ``dicom_v
 palette indices are never counted.
 Compressed transfer syntaxes need a decoder plugin (pylibjpeg and its JPEG/JPEG 2000
 plugins, in the ``medical`` extra); a missing one is an error naming the file and the extra.
+
+:func:`decode` reads the same from bytes in memory, by the same steps as :func:`read` reads a
+file. :func:`read_tags` finds a few top-level elements (what grouping slices into
+series needs) by walking the element headers of a file's first bytes, without pydicom's parse.
 """
 
 from __future__ import annotations
 
+import io
+import struct
+from typing import Sequence
+
 import numpy as np
 
 from ..errors import ReadError
-from .base import GRAY, RGB, RGBA, DecodedImage, ReadOptions, channel_first, check_pixel_limit
+from .base import GRAY, RGB, RGBA, Data, DecodedImage, ReadOptions, channel_first, check_pixel_limit, read_file
 
 EXTENSIONS = (".dcm", ".dicom")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
-    """Decode one DICOM file (all frames)."""
-    dataset = _dcmread(path)
+    """Decode one DICOM file (all frames).
+
+    pydicom reads the file itself: decoding the file's bytes read in one go (:func:`decode`)
+    made ``stats --dicom-slices`` on 300 CT slices of 512x512 take 2.8 s instead of 1.5 s
+    (2-core VM: with a whole-file buffer alive beside each decode, the arrays allocated after
+    it took fresh pages every time).
+    """
+    return _decode(path, path, options)
+
+
+def decode(data: Data, name: str, options: ReadOptions) -> DecodedImage:
+    """Decode one DICOM object held in memory (all frames); ``name`` is what errors name."""
+    return _decode(io.BytesIO(data), name, options)
+
+
+def _decode(source: str | io.BytesIO, name: str, options: ReadOptions) -> DecodedImage:
+    """The image of a DICOM file (a path) or object in memory (``BytesIO``)."""
+    dataset = _dcmread(source, name)
     if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
-        if _pixel_data_cut(path):
-            raise ReadError(path, "the file ends inside its pixel data (truncated)")
-        raise ReadError(path, f"no pixel data (a DICOM {sop_class_name(dataset)} object)")
+        if _pixel_data_cut(source):
+            raise ReadError(name, "the file ends inside its pixel data (truncated)")
+        raise ReadError(name, f"no pixel data (a DICOM {sop_class_name(dataset)} object)")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    check_pixel_limit(path, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
+    check_pixel_limit(name, int(dataset.Rows) * int(dataset.Columns) * frames, options.max_pixels)
     if getattr(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None), "is_encapsulated", False):
-        check_frames(dataset, frames, path)
-    stored = _pixels(dataset, path)
+        check_frames(dataset, frames, name)
+    stored = _pixels(dataset, name)
     # Modality values (a modality LUT or rescale, identity included) are physical units, in any
     # container; colours (palette, RGB, YBR) are raw pixel values like a photo's.
     samples = int(dataset.get("SamplesPerPixel", 1))
     physical = options.dicom_values == "modality" and samples == 1
     if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
-        colours = palette_colours(dataset, stored, path)
+        colours = palette_colours(dataset, stored, name)
         return DecodedImage(pixels=channel_first(colours), channels=RGBA if colours.shape[-1] == 4 else RGB,
                             palette=True, spacing=_spacing(dataset))
     notes = []
@@ -65,15 +89,30 @@ def read(path: str, options: ReadOptions) -> DecodedImage:
                         significant_bits=declared, physical=physical)
 
 
-def _dcmread(path: str):
-    """The dataset of ``path``; a file that is not DICOM is one line, not pydicom's advice."""
+def _dcmread(source: str | io.BytesIO, name: str):
+    """The dataset of a file or ``BytesIO``; one that is not DICOM is one line, not pydicom's advice."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(source)
     except InvalidDicomError:
-        raise ReadError(path, "not a DICOM file (no DICM preamble or file meta)") from None
+        if not _meta_without_preamble(source):
+            raise ReadError(name, "not a DICOM file (no DICM preamble or file meta)") from None
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return pydicom.dcmread(source, force=True)  # file meta first, no preamble: what some older tools write
+
+
+def _meta_without_preamble(source: str | io.BytesIO) -> bool:
+    """Whether the data begin with a file meta element (group 0002, little endian) instead of the
+    128-byte preamble and "DICM"."""
+    if isinstance(source, io.BytesIO):
+        head = source.getvalue()[:4]
+    else:
+        with open(source, "rb") as file:
+            head = file.read(4)
+    return head[:2] == b"\x02\x00" and len(head) == 4
 
 
 def sop_class_name(dataset) -> str:
@@ -86,14 +125,14 @@ def sop_class_name(dataset) -> str:
     return name if name and name != str(uid) else f"SOP class {uid}"
 
 
-def palette_colours(dataset, indices: np.ndarray, path: str) -> np.ndarray:
+def palette_colours(dataset, indices: np.ndarray, name: str) -> np.ndarray:
     """PALETTE COLOR indices as colours ``(..., 3 or 4)`` in the palette's depth (8- or 16-bit)."""
     from pydicom.pixels import apply_color_lut
 
     try:
         colours = apply_color_lut(indices, dataset)
     except (ValueError, AttributeError, KeyError) as error:
-        raise ReadError(path, f"its PALETTE COLOR lookup table cannot be applied: {str(error).splitlines()[0]}") from None
+        raise ReadError(name, f"its PALETTE COLOR lookup table cannot be applied: {str(error).splitlines()[0]}") from None
     declared = int(dataset.RedPaletteColorLookupTableDescriptor[2])
     if declared == 8 and colours.dtype != np.uint8 and colours.max(initial=0) <= 255:
         return colours.astype(np.uint8)  # 8-bit entries stored in 16-bit words
@@ -108,15 +147,14 @@ def _pydicom():
     return pydicom
 
 
-def _pixel_data_cut(path: str) -> bool:
-    """Whether the file holds a PixelData tag that pydicom dropped: it stops reading, with a
-    warning, at an element the file ends inside of."""
-    with open(path, "rb") as file:
-        data = file.read()
+def _pixel_data_cut(source: str | io.BytesIO) -> bool:
+    """Whether a file or ``BytesIO`` holds a PixelData tag that pydicom dropped: it stops
+    reading, with a warning, at an element the data end inside of."""
+    data = read_file(source) if isinstance(source, str) else source.getvalue()
     return b"\xe0\x7f\x10\x00" in data or b"\x7f\xe0\x00\x10" in data  # (7FE0,0010), either byte order
 
 
-def check_frames(dataset, frames: int, path: str) -> None:
+def check_frames(dataset, frames: int, name: str) -> None:
     """Refuse compressed pixel data that hold fewer frames than declared, or a JPEG frame cut short.
 
     pydicom stops at the last frame it finds, and a JPEG decoder (pylibjpeg) fills the rest
@@ -135,26 +173,26 @@ def check_frames(dataset, frames: int, path: str) -> None:
     encoded = generate_frames(dataset.PixelData, number_of_frames=frames, extended_offsets=offsets)
     for found, frame in enumerate(encoded, 1):
         if jpeg and not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
-            raise ReadError(path, f"frame {found} of {frames} ends early: its JPEG data have no end marker")
+            raise ReadError(name, f"frame {found} of {frames} ends early: its JPEG data have no end marker")
     if found < frames:
-        raise ReadError(path, f"pixel data end after {found} of {frames} frames")
+        raise ReadError(name, f"pixel data end after {found} of {frames} frames")
 
 
-def _pixels(dataset, path: str) -> np.ndarray:
+def _pixels(dataset, name: str) -> np.ndarray:
     """The stored pixel values, with decoder failures turned into one clear reason."""
     try:
         return dataset.pixel_array
     except (RuntimeError, NotImplementedError, ImportError) as error:
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
+        syntax_name = getattr(syntax, "name", str(syntax))
         text = str(error)
         if "missing dependencies" in text or isinstance(error, ImportError):
-            raise ReadError(path, f"compressed as {name}, and no installed decoder handles it: pip install 'imagenorm[medical]'") from None
+            raise ReadError(name, f"compressed as {syntax_name}, and no installed decoder handles it: pip install 'imagenorm[medical]'") from None
         details = [line.strip() for line in text.splitlines()[1:] if line.strip()]
         reason = details[0] if details else text.splitlines()[0]
-        raise ReadError(path, f"cannot decode the {name} pixel data: {reason}") from None
+        raise ReadError(name, f"cannot decode the {syntax_name} pixel data: {reason}") from None
     except (ValueError, EOFError, OSError, AttributeError) as error:
-        raise ReadError(path, f"cannot decode the pixel data: {str(error).splitlines()[0]}") from None
+        raise ReadError(name, f"cannot decode the pixel data: {str(error).splitlines()[0]}") from None
 
 
 def _stored_range(dataset) -> tuple[int, int]:
@@ -245,3 +283,149 @@ def _spacing(dataset) -> tuple[float, ...] | None:
     thickness = source.get("SliceThickness")
     values = [float(v) for v in spacing] + ([float(thickness)] if thickness not in (None, "") else [])
     return tuple(values)
+
+
+_HEAD_BYTES = 16384  # grouping tags are looked for here first, in the whole file if they lie further
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+                        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_TAG = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
+_SHORT_LENGTH = {"<": struct.Struct("<H"), ">": struct.Struct(">H")}
+_LONG_LENGTH = {"<": struct.Struct("<L"), ">": struct.Struct(">L")}
+
+
+class _NeedMore(Exception):
+    """The bytes end before the tag walk is done."""
+
+
+class _Unusual(Exception):
+    """An encoding the tag walk leaves to pydicom (deflated, a VR change, an unknown VR, ...)."""
+
+
+def read_tags(path: str, keywords: Sequence[str]):
+    """A pydicom dataset of only the top-level elements ``keywords`` of a DICOM file, and its
+    SpecificCharacterSet (which decodes their text): found by walking the element headers
+    of the file's first bytes, nothing decoded but them, nothing read after the last of them.
+
+    pydicom reads a file the walk leaves (``specific_tags``), and raises what it raises for
+    one that is not DICOM.
+    """
+    pydicom = _pydicom()
+    wanted = frozenset(pydicom.datadict.tag_for_keyword(keyword) for keyword in keywords)
+    with open(path, "rb") as file:
+        data = file.read(_HEAD_BYTES)
+        complete = len(data) < _HEAD_BYTES
+        while True:
+            try:
+                return _raw_dataset(data, wanted, complete)
+            except _Unusual:
+                break
+            except _NeedMore:
+                if complete:
+                    break
+                data, complete = data + file.read(), True
+    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
+
+
+def _raw_dataset(data: bytes, wanted: frozenset[int], complete: bool):
+    """The elements ``wanted`` of the top-level dataset of a DICOM file's bytes, undecoded
+    (``complete``: the bytes are the whole file, which may end after the last element)."""
+    from pydicom.dataelem import RawDataElement, empty_value_for_VR
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    if data[128:132] != b"DICM":
+        raise _Unusual  # pydicom says what it is
+    offset, implicit, endian = _dataset_start(data)
+    last, previous, found = max(wanted), -1, {}
+    while True:
+        if complete and offset == len(data):
+            return Dataset(found)
+        tag, vr, length, start = _element_header(data, offset, implicit, endian)
+        if tag <= previous:
+            raise _Unusual  # out of order: a later element might be one of those wanted
+        if tag > last:
+            return Dataset(found)
+        if tag in wanted or tag == _SPECIFIC_CHARACTER_SET:
+            if length == _UNDEFINED:
+                raise _Unusual
+            if start + length > len(data):
+                raise _NeedMore
+            vr = vr and vr.decode("ascii")
+            value = data[start:start + length] if length else empty_value_for_VR(vr, raw=True)
+            found[Tag(tag)] = RawDataElement(Tag(tag), vr, length, value, start, implicit, endian == "<")
+        offset, previous = _value_end(data, start, length, implicit, endian), tag
+
+
+def _dataset_start(data: bytes) -> tuple[int, bool, str]:
+    """(offset, implicit VR, byte order) of the dataset after the file meta (group 0002, explicit
+    VR little endian) of a file with the DICOM preamble."""
+    from pydicom.uid import UID
+
+    offset, syntax = 132, None
+    while True:
+        if offset + 8 > len(data):
+            raise _NeedMore
+        if _TAG["<"].unpack_from(data, offset)[0] != 0x0002:
+            break
+        tag, _, length, start = _element_header(data, offset, False, "<")
+        if length == _UNDEFINED:
+            raise _Unusual
+        if tag == 0x00020010:
+            if start + length > len(data):
+                raise _NeedMore
+            syntax = UID(data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace"))
+        offset = start + length
+    if syntax is None or not syntax.is_transfer_syntax or syntax.is_deflated:
+        raise _Unusual
+    implicit, endian = syntax.is_implicit_VR, "<" if syntax.is_little_endian else ">"
+    vr = data[offset + 4:offset + 6]
+    if len(vr) < 2:
+        raise _NeedMore
+    if implicit == (b"A" <= vr[:1] <= b"Z" and b"A" <= vr[1:] <= b"Z"):
+        raise _Unusual  # the dataset is not encoded as its syntax says: pydicom's heuristics decide
+    return offset, implicit, endian
+
+
+def _element_header(data: bytes, offset: int, implicit: bool, endian: str) -> tuple[int, bytes | None, int, int]:
+    """(tag, VR or None, value length, value offset) of the element at ``offset``."""
+    if offset + 8 > len(data):
+        raise _NeedMore
+    group, number = _TAG[endian].unpack_from(data, offset)
+    if implicit or group == 0xFFFE:  # items and delimiters have no VR
+        return group << 16 | number, None, _LONG_LENGTH[endian].unpack_from(data, offset + 4)[0], offset + 8
+    vr = data[offset + 4:offset + 6]
+    if vr in _SHORT_VRS:
+        return group << 16 | number, vr, _SHORT_LENGTH[endian].unpack_from(data, offset + 6)[0], offset + 8
+    if vr not in _LONG_VRS:
+        raise _Unusual
+    if offset + 12 > len(data):
+        raise _NeedMore
+    return group << 16 | number, vr, _LONG_LENGTH[endian].unpack_from(data, offset + 8)[0], offset + 12
+
+
+def _value_end(data: bytes, start: int, length: int, implicit: bool, endian: str) -> int:
+    """Where the value from ``start`` ends: its length on, or past the sequence delimiter of an
+    undefined length (a sequence, or encapsulated pixel data), walking its items."""
+    if length != _UNDEFINED:
+        return start + length
+    offset = start
+    while True:
+        tag, _, length, start = _element_header(data, offset, True, endian)
+        if tag == _SEQUENCE_END:
+            return start
+        if tag != _ITEM:
+            raise _Unusual
+        offset = start + length if length != _UNDEFINED else _item_end(data, start, implicit, endian)
+
+
+def _item_end(data: bytes, offset: int, implicit: bool, endian: str) -> int:
+    """Past the delimiter of a sequence item of undefined length, walking its elements."""
+    while True:
+        tag, _, length, start = _element_header(data, offset, implicit, endian)
+        if tag == _ITEM_END:
+            return start
+        offset = _value_end(data, start, length, implicit, endian)

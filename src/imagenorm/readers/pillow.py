@@ -1,4 +1,8 @@
-"""PNG, JPEG, BMP, WebP and GIF through Pillow, with 16-bit colour PNG handed to OpenCV.
+"""PNG, JPEG, BMP, WebP and GIF, from a file or from bytes in memory.
+
+JPEG and PNG go first to exact fast decoders (libjpeg-turbo, :mod:`.jpeg`; libspng, :mod:`.png`)
+that give Pillow's samples bit for bit; every other kind, and every file those decoders leave,
+is decoded by Pillow, with 16-bit RGB and gray+alpha PNG (Pillow would cut them to 8 bits) handed to OpenCV.
 
 Frames: an animated image (GIF, APNG of 8 or 16 bits, WebP) counts every frame of its animation,
 as displayed, stacked as a leading spatial axis ``(C, frames, H, W)``; a JPEG counts its primary
@@ -19,39 +23,70 @@ import contextlib
 import io
 import struct
 import threading
-import zlib
 from dataclasses import replace
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import ReadError
-from .base import GRAY, GRAY_ALPHA, RGB, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit
+from . import jpeg, png
+from .base import (GRAY, GRAY_ALPHA, RGB, Data, DecodedImage, ReadOptions, channel_first, channels_for, check_pixel_limit,
+                   read_file)
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".mpo", ".bmp", ".webp", ".gif")
+EXTENSIONS = (".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".webp", ".gif")
 CUT_SHORT = "the file ends before its pixel data do (truncated)"
-_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each colour type
 _MARKER = (183, 61, 29, 7)  # per band: a colour no row of a real image is likely to hold throughout
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
-    """Decode with Pillow, refusing oversized images before any pixel is decoded.
+    """Decode the file at ``path`` (opened once, read whole): see :func:`decode`."""
+    return decode(read_file(path), path, options)
 
+
+def decode(data: Data, name: str, options: ReadOptions) -> DecodedImage:
+    """Decode an image held in memory; ``name`` is what errors name.
+
+    JPEG and PNG go to their exact fast decoders first (:mod:`.jpeg`, :mod:`.png`), which
+    give Pillow's samples bit for bit; what they leave (other kinds, and damaged files)
+    is decoded here with Pillow, refusing oversized images before any pixel is decoded.
     An animated image (GIF, APNG of any depth, WebP) gives every frame as displayed, as a
     leading spatial axis ``(C, frames, H, W)``; a JPEG is its primary picture only (an MPO
     file's second picture, a stereo pair's other eye or a preview, is not counted).
     """
-    with EndAwareFile(path) as file, open_image(file, path) as image:
+    header = png.png_header(data, name) if png.is_png(data) else None
+    if header is not None:
+        complete = png.check_crc(data, name)
+        fast = png.decode_fast(data, name, options, header) or _opencv_png(data, name, options, header, complete)
+    else:
+        fast = jpeg.decode_fast(data, name, options) if jpeg.is_jpeg(data) else None
+    return fast if fast is not None else _decode_with_pillow(data, name, options, header)
+
+
+def _opencv_png(data: Data, name: str, options: ReadOptions, header: png.PngHeader,
+                complete: bool) -> DecodedImage | None:
+    """A still 16-bit RGB or gray+alpha PNG straight through OpenCV (None for any other kind;
+    refused when its chunks end before IEND, as Pillow's ``verify`` refused it)."""
+    if header.bit_depth != 16 or header.colour_type not in (2, 4) or header.animated:
+        return None
+    check_pixel_limit(name, header.width * header.height, options.max_pixels)
+    if not complete:
+        png.check_png_data(data, name, header)  # say which rows are missing, if some are
+        raise ReadError(name, CUT_SHORT)
+    return replace(_read_16bit_colour(data, name, header, 1), significant_bits=header.significant_bits)
+
+
+def _decode_with_pillow(data: Data, name: str, options: ReadOptions, header: png.PngHeader | None) -> DecodedImage:
+    with EndAwareBytes(data) as file, open_image(file, name) as image:
         width, height = image.size
         frames = counted_frames(image)
-        check_pixel_limit(path, width * height * len(frames), options.max_pixels)
-        header = png_header(path) if image.format == "PNG" else None
+        check_pixel_limit(name, width * height * len(frames), options.max_pixels)
+        if image.format != "PNG":
+            header = None
         if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6):
             image.verify()  # walks every chunk and CRC: a truncated file fails here
-            return replace(_read_16bit_colour(path, header, len(frames)), significant_bits=header.significant_bits)
-        arrays, palette = _decode_frames(image, frames, file, path, header)
+            return replace(_read_16bit_colour(data, name, header, len(frames)), significant_bits=header.significant_bits)
+        arrays, palette = _decode_frames(image, frames, file, data, name, header)
     pixels = arrays[0] if len(frames) == 1 else np.stack(arrays)
     bits = header.significant_bits if header is not None else None
     if pixels.ndim == 2 + (len(frames) > 1):  # one channel: no channel axis yet
@@ -70,13 +105,13 @@ def counted_frames(image: Image.Image) -> range:
     return range(first, count)
 
 
-def _read_16bit_colour(path: str, header: PngHeader, frames: int) -> DecodedImage:
+def _read_16bit_colour(data: Data, name: str, header: png.PngHeader, frames: int) -> DecodedImage:
     """16-bit colour PNG (every frame of an APNG) through OpenCV (Pillow would cut it to 8 bits);
     missing rows make it fail."""
     try:
-        image = read_with_opencv(path, frames)
+        image = read_with_opencv(data, name, frames)
     except ReadError:
-        check_png_data(path, header)  # say which rows are missing, if that is why
+        png.check_png_data(data, name, header)  # say which rows are missing, if that is why
         raise
     if header.colour_type == 4:  # OpenCV repeats the gray of gray+alpha into BGR
         return replace(image, pixels=image.pixels[[0, 3]], channels=GRAY_ALPHA)
@@ -85,28 +120,28 @@ def _read_16bit_colour(path: str, header: PngHeader, frames: int) -> DecodedImag
     return image
 
 
-def _decode_frames(image: ImageFile.ImageFile, frames: range, file: EndAwareFile, path: str,
-                   header: PngHeader | None) -> tuple[list[np.ndarray], bool]:
+def _decode_frames(image: ImageFile.ImageFile, frames: range, file: EndAwareBytes, data: Data, name: str,
+                   header: png.PngHeader | None) -> tuple[list[np.ndarray], bool]:
     """The ``frames`` as exact samples (palette expanded); a PNG of one image is checked row by row."""
     single_png = header is not None and getattr(image, "n_frames", 1) == 1
     marker = mark_unwritten(image) if single_png and not header.interlaced else None
     arrays, palette = [], False
     try:
         for index in frames:
-            array, palette = _decode_frame(image, index, file, path, watch_end=not single_png)
+            array, palette = _decode_frame(image, index, file, name, watch_end=not single_png)
             arrays.append(array)
     except OSError as error:
         if header is not None:
-            check_png_data(path, header)  # say which rows are missing, if that is why
+            png.check_png_data(data, name, header)  # say which rows are missing, if that is why
         if len(frames) > 1:
-            raise ReadError(path, f"frame {len(arrays) + 1} of {len(frames)} cannot be decoded ({error})") from None
+            raise ReadError(name, f"frame {len(arrays) + 1} of {len(frames)} cannot be decoded ({error})") from None
         raise
     if single_png:
-        check_png_rows(path, header, image, arrays[0], marker)
+        check_png_rows(data, name, header, image, arrays[0], marker)
     return arrays, palette
 
 
-def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str,
+def _decode_frame(image: Image.Image, index: int, file: EndAwareBytes, name: str,
                   watch_end: bool) -> tuple[np.ndarray, bool]:
     """Frame ``index`` as exact samples; refused if the decoder wanted more bytes than the file has.
 
@@ -117,13 +152,13 @@ def _decode_frame(image: Image.Image, index: int, file: EndAwareFile, path: str,
     file.ran_out = False
     try:
         image.seek(index)
-        array, palette = frame_array(image, path)
+        array, palette = frame_array(image, name)
     except OSError:
         if file.ran_out:
-            raise ReadError(path, CUT_SHORT) from None
+            raise ReadError(name, CUT_SHORT) from None
         raise
     if file.ran_out and watch_end:
-        raise ReadError(path, CUT_SHORT)
+        raise ReadError(name, CUT_SHORT)
     return array, palette
 
 
@@ -160,11 +195,11 @@ def frame_array(image: Image.Image, name: str) -> tuple[np.ndarray, bool]:
     return np.asarray(image), False
 
 
-class EndAwareFile(io.BufferedReader):
-    """A binary file that notes a read finding nothing left: a decoder wanting more than the file holds."""
+class EndAwareBytes(io.BytesIO):
+    """Bytes read as a file that notes a read finding nothing left: a decoder wanting more than the data hold."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(io.FileIO(path))
+    def __init__(self, data: Data) -> None:
+        super().__init__(data)
         self.ran_out = False
 
     def read(self, size: int | None = -1) -> bytes:
@@ -174,7 +209,7 @@ class EndAwareFile(io.BufferedReader):
         return data
 
 
-def open_image(file: BinaryIO, path: str) -> ImageFile.ImageFile:
+def open_image(file: BinaryIO, name: str) -> ImageFile.ImageFile:
     """What ``Image.open(file)`` returns, without Pillow's check against ``Image.MAX_IMAGE_PIXELS``.
 
     That check reads (and warns under) a process-wide setting that belongs to the program;
@@ -196,43 +231,10 @@ def open_image(file: BinaryIO, path: str) -> ImageFile.ImageFile:
                 continue
             file.seek(0)
             try:
-                return factory(file, path)
+                return factory(file, name)
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue  # not this format after all
-    raise Image.UnidentifiedImageError(f"cannot identify image file {path!r}")
-
-
-class PngHeader(NamedTuple):
-    bit_depth: int
-    colour_type: int
-    significant_bits: int | None  # from sBIT, when fewer than bit_depth
-    width: int = 0
-    height: int = 0
-    interlaced: bool = False
-
-
-def png_header(path: str) -> PngHeader:
-    """Size, bit depth, colour type and interlacing (IHDR) and declared significant bits (sBIT, before IDAT).
-
-    Pillow reports neither depth nor sBIT: it cuts 16-bit colour to 8 bits and ignores sBIT.
-    """
-    with open(path, "rb") as file:
-        head = file.read(33)
-        width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
-        significant = None
-        while True:
-            chunk = file.read(8)
-            if len(chunk) < 8:
-                break
-            length, kind = struct.unpack(">I4s", chunk)
-            if kind in (b"IDAT", b"IEND"):
-                break
-            if kind == b"sBIT":
-                declared = max(file.read(length))
-                significant = declared if declared < bit_depth else None
-                break
-            file.seek(length + 4, 1)  # data and CRC
-    return PngHeader(bit_depth, colour_type, significant, width, height, interlace == 1)
+    raise Image.UnidentifiedImageError(f"cannot identify image file {name!r}")
 
 
 def mark_unwritten(image: ImageFile.ImageFile) -> np.ndarray | None:
@@ -257,7 +259,7 @@ def mark_unwritten(image: ImageFile.ImageFile) -> np.ndarray | None:
     return np.array(value, np.uint8)
 
 
-def check_png_rows(path: str, header: PngHeader, image: Image.Image, array: np.ndarray,
+def check_png_rows(data: Data, name: str, header: png.PngHeader, image: Image.Image, array: np.ndarray,
                    marker: np.ndarray | None) -> None:
     """Refuse a PNG whose compressed stream ends before its last row (Pillow would keep the rest).
 
@@ -265,15 +267,7 @@ def check_png_rows(path: str, header: PngHeader, image: Image.Image, array: np.n
     is the ``marker`` colour throughout (see :func:`mark_unwritten`) or the image is interlaced.
     """
     if marker is None or _last_row_is(marker, image, array):
-        check_png_data(path, header)
-
-
-def check_png_data(path: str, header: PngHeader) -> None:
-    """Refuse a PNG whose IDAT stream inflates to fewer bytes than IHDR promises (inflates it again)."""
-    expected = png_data_size(header)
-    found = _png_inflated_size(path, expected)
-    if found < expected:
-        raise ReadError(path, _png_shortage(header, found, expected))
+        png.check_png_data(data, name, header)
 
 
 def _last_row_is(marker: np.ndarray, image: Image.Image, array: np.ndarray) -> bool:
@@ -282,48 +276,7 @@ def _last_row_is(marker: np.ndarray, image: Image.Image, array: np.ndarray) -> b
     return bool((decoded[-1] == marker).all())
 
 
-def png_data_size(header: PngHeader) -> int:
-    """Bytes of filtered scanlines IHDR promises: per row a filter byte and the packed samples."""
-    bits = header.bit_depth * _PNG_SAMPLES[header.colour_type]
-    size = 0
-    for x0, y0, dx, dy in _ADAM7 if header.interlaced else ((0, 0, 1, 1),):
-        columns, rows = -(-(header.width - x0) // dx), -(-(header.height - y0) // dy)
-        if columns > 0 and rows > 0:
-            size += rows * (1 + -(-columns * bits // 8))
-    return size
-
-
-def _png_inflated_size(path: str, limit: int) -> int:
-    """How many bytes the IDAT stream inflates to, counted up to ``limit`` (none are kept)."""
-    inflater, size = zlib.decompressobj(), 0
-    with open(path, "rb") as file:
-        file.seek(8)
-        while size < limit and not inflater.eof:
-            head = file.read(8)
-            if len(head) < 8:
-                break
-            length, kind = struct.unpack(">I4s", head)
-            if kind == b"IEND":
-                break
-            if kind != b"IDAT":
-                file.seek(length + 4, 1)
-                continue
-            data = file.read(length)
-            file.seek(4, 1)  # CRC
-            while data and size < limit:
-                size += len(inflater.decompress(data, min(limit - size, 1 << 22)))
-                data = inflater.unconsumed_tail
-    return size
-
-
-def _png_shortage(header: PngHeader, found: int, expected: int) -> str:
-    if header.interlaced:
-        return f"pixel data end after {found:,} of {expected:,} bytes (interlaced)"
-    row_bytes = expected // header.height
-    return f"pixel data end after {found // row_bytes} of {header.height} rows"
-
-
-def read_with_opencv(path: str, frames: int = 1) -> DecodedImage:
+def read_with_opencv(data: Data, name: str, frames: int = 1) -> DecodedImage:
     """Decode with ``cv2.IMREAD_UNCHANGED`` (keeps 16 bits) and reorder BGR to RGB.
 
     With ``frames`` > 1 (an APNG), every frame as displayed (OpenCV composes them as Pillow
@@ -331,11 +284,11 @@ def read_with_opencv(path: str, frames: int = 1) -> DecodedImage:
     """
     import cv2
 
-    data = np.fromfile(path, dtype=np.uint8)
+    encoded = np.frombuffer(data, dtype=np.uint8)
     with _quiet_opencv(cv2):
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if frames == 1 else _opencv_frames(cv2, data, frames, path)
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if frames == 1 else _opencv_frames(cv2, encoded, frames, name)
     if decoded is None:
-        raise ReadError(path, "cannot decode: truncated or corrupt file")
+        raise ReadError(name, "cannot decode: truncated or corrupt file")
     if decoded.ndim == 2 + (frames > 1):
         return DecodedImage(pixels=decoded[None], channels=GRAY)
     count = decoded.shape[-1]
@@ -345,13 +298,13 @@ def read_with_opencv(path: str, frames: int = 1) -> DecodedImage:
     return DecodedImage(pixels=channel_first(decoded), channels=channels_for(count))
 
 
-def _opencv_frames(cv2, data: np.ndarray, frames: int, path: str) -> np.ndarray | None:
+def _opencv_frames(cv2, encoded: np.ndarray, frames: int, name: str) -> np.ndarray | None:
     """Every frame of an animation, ``(frames, H, W[, C])``; refused if fewer than declared."""
-    decoded, animation = cv2.imdecodeanimation(data)
+    decoded, animation = cv2.imdecodeanimation(encoded)
     if not decoded or not animation.frames:
         return None
     if len(animation.frames) != frames:
-        raise ReadError(path, f"pixel data end after {len(animation.frames)} of {frames} frames")
+        raise ReadError(name, f"pixel data end after {len(animation.frames)} of {frames} frames")
     return np.stack(animation.frames)
 
 

@@ -8,18 +8,25 @@ whatever ``alpha`` says. Palette images are expanded through their colour map (8
 when every entry of the 16-bit map is an 8-bit value times 256 or 257, as writers store them,
 else 16-bit). 1-bit images give uint8 0 and 255 (the bool rule). CMYK (Separated), CIE Lab and
 YCbCr samples that are not JPEG-compressed are refused, as CMYK is everywhere. Pages of
-different dtypes are refused: their raw values do not share one scale.
+different dtypes are refused: their raw values do not share one scale, and so are pages that
+tifffile would read as zeros because they are in other files it did not find.
+
+``decode(data, name, options)`` reads the same from bytes (an archive member, a parquet cell).
+``read(path, options)`` keeps the path: tifffile then finds the other files of a multi-file
+OME-TIFF or Micro-Manager stack next to it, which bytes alone cannot name.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import struct
 
 import numpy as np
 
 from ..errors import ReadError
-from .base import GRAY, RGB, DecodedImage, ReadOptions, bilevel, check_pixel_limit, generic_channels
+from .base import GRAY, RGB, Data, DecodedImage, ReadOptions, bilevel, check_pixel_limit, generic_channels
 
 EXTENSIONS = (".tif", ".tiff")
 _MINISWHITE, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 2, 3, 5, 6
@@ -29,29 +36,42 @@ _JPEG_COMPRESSION = (6, 7)
 
 
 def read(path: str, options: ReadOptions) -> DecodedImage:
-    """Decode all series of a TIFF file.
+    """Decode all series of a TIFF file, with the files it refers to (see the module docstring)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _decoded(tif, path, options)
+
+
+def decode(data: Data, name: str, options: ReadOptions) -> DecodedImage:
+    """Decode all series of TIFF data held in memory; ``name`` is what errors name."""
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data), name=os.path.basename(name)) as tif:
+        return _decoded(tif, name, options)
+
+
+def _decoded(tif, name: str, options: ReadOptions) -> DecodedImage:
+    """The pixels of every series of an open ``tifffile.TiffFile``, checked from its tags first.
 
     One series becomes ``(C, *spatial)`` (pages become a leading spatial axis); a file
     whose series differ in shape is flattened to ``(C, N)``, all pixels kept.
     """
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = list(tif.series)
-        if not series:
-            raise ReadError(path, "cannot decode: no image data in the TIFF file")
-        _check_dtypes(series, path)
-        for each in series:
-            _check_colour_space(each.keyframe, path)
-        total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
-        check_pixel_limit(path, total, options.max_pixels)
-        check_complete(tif, series, path)
-        arrays = [_palette_colours(s, path) if _is_palette(s) else _channel_first(s.asarray(), s.axes) for s in series]
-        names = RGB if _is_palette(series[0]) else channel_names(series[0], arrays[0].shape[0])
-        palette = any(_is_palette(s) for s in series)
-        white_is_low = int(series[0].keyframe.photometric) == _MINISWHITE
+    series = list(tif.series)
+    if not series:
+        raise ReadError(name, "cannot decode: no image data in the TIFF file")
+    _check_dtypes(series, name)
+    for each in series:
+        _check_colour_space(each.keyframe, name)
+    total = sum(math.prod(s.shape) // _channel_count(s) for s in series)
+    check_pixel_limit(name, total, options.max_pixels)
+    check_complete(tif, series, name)
+    arrays = [_palette_colours(s, name) if _is_palette(s) else _channel_first(s.asarray(), s.axes) for s in series]
+    names = RGB if _is_palette(series[0]) else channel_names(series[0], arrays[0].shape[0])
+    palette = any(_is_palette(s) for s in series)
+    white_is_low = int(series[0].keyframe.photometric) == _MINISWHITE
     notes = ("MinIsWhite kept as stored (low values display bright)",) if white_is_low else ()
-    return DecodedImage(pixels=bilevel(_combine(arrays, path)), channels=names, palette=palette, notes=notes)
+    return DecodedImage(pixels=bilevel(_combine(arrays, name)), channels=names, palette=palette, notes=notes)
 
 
 def _combine(arrays: list[np.ndarray], path: str) -> np.ndarray:
@@ -143,15 +163,18 @@ def check_complete(tif, series: list, path: str) -> None:
 
     tifffile reads what it finds: it drops the pages after a broken chain of IFDs (a file cut
     short), reads an ImageJ stack cut short as its first image, fills a strip or tile that
-    has no data (offset or byte count 0) with zeros, and reads past a single strip whose byte
-    count is too small. Only the header and the IFD chain are read here, no pixel.
+    has no data (offset or byte count 0) or a page in another file it did not find with zeros,
+    and reads past a single strip whose byte count is too small. Only the header and the IFD
+    chain are read here, no pixel.
     """
     _check_page_chain(tif, path)
     _check_imagej_stack(tif, path)
     for pages in series:
-        for page in pages:
-            if page is not None:
-                _check_segments(page, path, stacked=tif.is_stk or tif.is_lsm)
+        for number, page in enumerate(pages, 1):
+            if page is None:
+                raise ReadError(path, f"page {number} of {len(pages)} of a series is in another file, not found "
+                                      "(a multi-file OME-TIFF or Micro-Manager stack: read it from its folder)")
+            _check_segments(page, path, stacked=tif.is_stk or tif.is_lsm)
 
 
 def _check_page_chain(tif, path: str) -> None:

@@ -15,21 +15,23 @@ scaled, and never mixed with raw ones (see :func:`~imagenorm.stats.measurement.j
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Literal, TypeVar
+from typing import Callable, Iterator, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
 from ..errors import EmptyDatasetError, ImagenormError, ReadError
 from ..audit import image_row
 from ..masks import MaskSpec
-from ..readers import DecodedImage, ReadOptions
+from ..readers import DecodedImage, ReadOptions, ReusedBuffer
+from ..readers.base import dtype_name
 from . import kernels
 from .float_percentiles import BracketValues, FloatHistogram
-from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide
+from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide, histogram_moments
 from .items import ItemSource
 from .measurement import Measurement, joinable, merged_maximum
 from .moments import FloatMoments, ImageSpread
@@ -50,7 +52,7 @@ class Layout:
 
     @classmethod
     def of(cls, image: DecodedImage) -> "Layout":
-        return cls(image.pixels.dtype.name, image.channels, image.units, image.maximum)
+        return cls(dtype_name(image.pixels.dtype), image.channels, image.units, image.maximum)
 
 
 @dataclass(frozen=True)
@@ -93,35 +95,45 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
     """Reduce items ``start..stop-1`` of ``job`` to one Measurement."""
     partial = job.empty_measurement()
     image_means, image_stds = [], []
+    buffer = ReusedBuffer() if job.items.only_decodes else contextlib.nullcontext()  # each image is dropped
+    # before the next is decoded; a Dataset's own code might keep what it decodes
     for index in range(start, stop):
         if job.items.global_index(index) in job.exclude:
             continue
         try:
-            image = job.items.load(index, job.options)
-            check_layout(job, index, image)
-            pixels = measured_values(job, index, image)
+            counted = count_slices(job, index, partial.state)
+            if counted is None:
+                with buffer:  # the load only: a mask file read later gets its own array
+                    image = job.items.load(index, job.options)
+                check_layout(job, index, image)
+                pixels = measured_values(job, index, image)
+            else:
+                image, pixels = counted.image, counted.image.pixels
         except ReadError as error:
             if job.on_error == "fail":
                 raise
             partial.skipped.append((job.items.global_index(index), job.items.name(index), error.reason))
             continue
-        partial.state = partial.state.accepting(pixels.dtype)
-        try:
-            image_moments = partial.state.update(pixels)
-        except RangeTooWide:  # values too spread for bins: continue with exact-merge moments
-            partial.state = partial.state.as_moments()
-            image_moments = partial.state.update(pixels)
+        if counted is not None:
+            partial.state, image_moments = counted.state, counted.moments
+        else:
+            partial.state = partial.state.accepting(pixels.dtype)
+            try:
+                image_moments = partial.state.update(pixels)
+            except RangeTooWide:  # values too spread for bins: continue with exact-merge moments
+                partial.state = partial.state.as_moments()
+                image_moments = partial.state.update(pixels)
         if image_moments is not None:
             image_means.append(image_moments[0])
             image_stds.append(image_moments[1])
         partial.files += 1
-        partial.dtypes |= {image.pixels.dtype.name}
+        partial.dtypes |= {dtype_name(image.pixels.dtype)}
         partial.units |= {image.units}
         partial.voxels += image.pixels.size
         partial.spatial |= {image.pixels.ndim - 1}
         partial.maximum = merged_maximum(partial.maximum, image.maximum or 0)
         if pixels.dtype != image.pixels.dtype:
-            partial.scaled |= {image.pixels.dtype.name}
+            partial.scaled |= {dtype_name(image.pixels.dtype)}
         partial.palette |= image.palette
         partial.bits = max(partial.bits, image.bits)
         if image.notes:
@@ -132,6 +144,90 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
     if partial.spread is not None:
         partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout.channels))
     return partial
+
+
+class Counted(NamedTuple):
+    """A series counted slice by slice: the state with its counts, its mean and std per channel,
+    and the series as one image whose pixels are a stand-in (zero strides, no memory) of the
+    volume's shape and dtype, for the bookkeeping."""
+
+    state: IntegerHistogram
+    moments: tuple[np.ndarray, np.ndarray]
+    image: DecodedImage
+
+
+def count_slices(job: Job, index: int, state) -> Counted | None:
+    """Item ``index`` counted slice by slice into ``state``, when it is a series of integer
+    slices that nothing needs as one volume (no mask, audit row or scaling); None: load it whole.
+
+    The volume's counts go to a histogram of its own, merged into ``state`` once every slice
+    was read (a bad slice leaves ``state`` as it was). Its bins are those ``state.update`` gives
+    the whole volume (a kernel dtype's, or the volume's own range), so the counts and the
+    volume's mean and std are bit-identical. Float slices (the first one read), slices whose
+    dtype changes within the series (a per-slice rescale) and values too spread for bins are
+    measured as the whole volume instead, read again.
+    """
+    if job.mask is not None or job.audit or job.scaled or state.kind != IntegerHistogram.kind:
+        return None
+    slices = job.items.slices(index, job.options)
+    if slices is None:
+        return None
+    target = counts = None
+    try:
+        for image in slices:
+            if counts is None:
+                check_layout(job, index, image)
+                target = state.accepting(image.pixels.dtype)
+                if target.kind != IntegerHistogram.kind:
+                    return None
+                counts = VolumeCounts(target, image.pixels.dtype)
+            if image.pixels.dtype != counts.dtype:  # rescaled per slice: the volume, promoted, is measured whole
+                return None
+            counts.add(image.pixels)
+            del image  # free the slice before the next decode
+    except RangeTooWide:
+        return None
+    volume = counts.histogram()
+    merged = target.merge(volume)
+    if merged.kind != IntegerHistogram.kind:  # too spread once merged
+        return None
+    stand_in = np.broadcast_to(np.zeros((), counts.dtype), slices.shape)
+    return Counted(merged, _volume_moments(volume), slices.volume(stand_in))
+
+
+class VolumeCounts:
+    """One volume's counts, added slice by slice and binned as ``state.update`` bins the whole
+    volume: a kernel dtype's bins when the dtypes match (the kernel's banks filled across the
+    slices; no per-slice moments), else the volume's own range, grown slice by slice."""
+
+    def __init__(self, state: IntegerHistogram, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.kernel = dtype.name == state.dtype and state.dtype in KERNEL_DTYPES
+        if self.kernel:
+            self.volume = IntegerHistogram.empty(state.dtype, state.channels)
+            self.banks = np.zeros((kernels.BANKS, *self.volume.counts.shape), np.int64)
+        else:
+            self.volume = IntegerHistogram(state.dtype, np.zeros((state.channels, 0), np.int64), offset=0)
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Count one slice (RangeTooWide: the volume's values spread too wide for bins)."""
+        if self.kernel:
+            kernels.count_values(pixels, self.banks)
+        else:
+            self.volume.update(pixels)
+
+    def histogram(self) -> IntegerHistogram:
+        """The volume's histogram (once, after the last slice)."""
+        if self.kernel:
+            self.volume.counts += kernels.bins_to_values(self.banks.sum(axis=0), self.dtype)
+        return self.volume
+
+
+def _volume_moments(volume: IntegerHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """The volume's per-channel mean and std, as ``state.update`` gives them for the whole volume."""
+    if volume.counts.shape[1] == 0:  # no value: an empty volume
+        return np.full(volume.channels, np.nan), np.full(volume.channels, np.nan)
+    return histogram_moments(volume.counts, volume.values)
 
 
 def measured_values(job: Job, index: int, image: DecodedImage) -> np.ndarray:

@@ -42,8 +42,15 @@ class ShardItems(ItemSource):
     def files(self, index: int) -> list[str]:
         return self.items.files(self._global(index))
 
+    @property
+    def only_decodes(self) -> bool:
+        return self.items.only_decodes
+
     def load(self, index, options):
         return self.items.load(self._global(index), options)
+
+    def slices(self, index, options):
+        return self.items.slices(self._global(index), options)
 
     def probe(self, index, options):
         return self.items.probe(self._global(index), options)

@@ -13,6 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ImagenormError
+from ..readers.base import dtype_name
 from . import kernels
 from .moments import FloatMoments
 from .state import State, common_dtype
@@ -69,7 +70,7 @@ class IntegerHistogram(State):
     def update(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Count the samples of channel-first ``pixels`` ``(C, ...)``; returns the image's
         per-channel mean and std (from its own histogram, no second look at the pixels)."""
-        if pixels.dtype.name == self.dtype and self.dtype in KERNEL_DTYPES:
+        if dtype_name(pixels.dtype) == self.dtype and self.dtype in KERNEL_DTYPES:
             banks = np.zeros((kernels.BANKS, *self.counts.shape), np.int64)
             kernels.count_values(pixels, banks)
             image = kernels.bins_to_values(banks.sum(axis=0), np.dtype(self.dtype))
@@ -87,7 +88,7 @@ class IntegerHistogram(State):
         return histogram_moments(image, np.arange(low, high + 1, dtype=np.int64))
 
     def accepting(self, dtype: np.dtype) -> State:
-        common = common_dtype(self.dtype, np.dtype(dtype).name)
+        common = common_dtype(self.dtype, dtype_name(np.dtype(dtype)))
         if common == self.dtype:
             return self
         if np.dtype(common).kind == "f":

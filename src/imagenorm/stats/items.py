@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -27,12 +27,15 @@ from ..readers import (
     read_image,
 )
 from ..readers.numpy_file import to_channel_first
+from .state import common_dtype
 
 
 class ItemSource:
     """Indexable images with names."""
 
     hidden: int = 0  # hidden files and folders skipped while the items were found (set by as_item_source)
+    only_decodes: bool = False  # load() runs imagenorm's readers and nothing else: no code that could keep
+    # a decoded array, so a loop done with each image may have them decode into a ReusedBuffer
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -60,6 +63,10 @@ class ItemSource:
         """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
         return self.load(index, options)
 
+    def slices(self, index: int, options: ReadOptions) -> "SeriesSlices | None":
+        """Item ``index`` as slices decoded one at a time (a DICOM series), or None: load it whole."""
+        return None
+
     def global_index(self, index: int) -> int:
         """The item's place in the whole dataset (a shard maps its own indices)."""
         return index
@@ -70,6 +77,7 @@ class FileItems(ItemSource):
     """Image files, decoded by imagenorm's readers."""
 
     paths: list[str]
+    only_decodes = True
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -125,9 +133,11 @@ class SeriesItems(ItemSource):
     A file that repeats an earlier slice (the same SOPInstanceUID, position and
     InstanceNumber, and the same pixels, as PACS exports may hold) is counted once, with a
     note naming both files. A bad slice makes the whole series fail, naming that slice.
+    Statistics count a series slice by slice (:meth:`slices`); :meth:`load` gives the volume.
     """
 
     groups: list[Series]
+    only_decodes = True
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -145,87 +155,144 @@ class SeriesItems(ItemSource):
         return list(self.groups[index].paths)
 
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
-        return self._read_slice(index, 0, options)  # one slice tells the layout
+        return _read_slice(self.name(index), self.groups[index].paths, 0, options)  # one slice tells the layout
 
     def load(self, index: int, options: ReadOptions) -> DecodedImage:
+        """The whole item: a series as one volume, allocated once and filled slice by slice."""
+        slices = self.slices(index, options)
+        if slices is None:
+            return read_image(self.groups[index].paths[0], options)
+        return slices.volume(_filled(slices))
+
+    def slices(self, index: int, options: ReadOptions) -> "SeriesSlices | None":
         series = self.groups[index]
-        slices = [self._read_slice(index, position, options) for position in range(len(series.paths))]
-        if len(slices) == 1:
-            return slices[0]
-        paths, slices, note = _without_repeats(series, slices)
-        _check_alike(self.name(index), paths, slices)
-        image = slices[0] if len(slices) == 1 else _stack(slices)
-        return replace(image, notes=tuple(sorted(set(image.notes) | {note}))) if note else image
-
-    def _read_slice(self, index: int, position: int, options: ReadOptions) -> DecodedImage:
-        """One file of item ``index``; in a series, a failure names the series and the slice."""
-        paths = self.groups[index].paths
-        if len(paths) == 1:
-            return read_image(paths[0], options)
-        try:
-            return read_image(paths[position], options)
-        except ReadError as error:
-            raise ReadError(self.name(index), f"its slice {display_path(paths[position])} (file {position + 1} "
-                                              f"of {len(paths)}): {error.reason}") from None
+        return SeriesSlices(self.name(index), series, options) if len(series.paths) > 1 else None
 
 
-def _without_repeats(series: Series, slices: list[DecodedImage]) -> tuple[list[str], list[DecodedImage], str | None]:
-    """The slices with each repeated instance dropped (same SOPInstanceUID, position, number
-    and pixels), and a note naming the repeats (None: there were none).
+class SeriesSlices:
+    """The slices of one series, decoded one at a time in patient-axis order.
 
-    Raises:
-        ReadError: one instance (SOPInstanceUID, position, number) with two sets of pixels,
-            naming both files: which one is right cannot be known.
+    Iterating yields each slice that counts: a repeated instance (same SOPInstanceUID,
+    position, number and pixels) is left out, and only the slices of an instance that the
+    headers name twice are kept to compare. After the iteration, :attr:`shape` is the shape
+    of the series as one image, and :meth:`volume` that image with given pixels.
+
+    Raises (while iterating) ReadError naming the series: a slice that cannot be read (and
+    which one), one instance with two sets of pixels (naming both files), or a slice whose
+    shape, dtype or channels differ from the first one's.
     """
-    first_seen: dict[tuple, tuple[str, DecodedImage]] = {}
-    paths, kept, repeats = [], [], []
-    for path, header, image in zip(series.paths, series.headers, slices):
-        earlier = first_seen.get(header.instance) if header.instance_uid else None
-        if earlier is not None and _same_pixels(earlier[1], image):
-            repeats.append(f"{display_path(path)} repeats {display_path(earlier[0])}")
-            continue
-        if earlier is not None:
-            raise ReadError(series.name(), f"{display_path(path)} and {display_path(earlier[0])} are the same instance "
-                                           f"(SOPInstanceUID {header.instance_uid}) with different pixels")
-        first_seen.setdefault(header.instance, (path, image))
-        paths.append(path)
-        kept.append(image)
-    if not repeats:
-        return paths, kept, None
-    note = (f"{series.name()}: {len(repeats)} file(s) repeat an instance (same SOPInstanceUID and pixels) "
-            f"and were counted once: {'; '.join(repeats)}")
-    return paths, kept, note
+
+    def __init__(self, name: str, series: Series, options: ReadOptions) -> None:
+        self.name, self.series, self.options = name, series, options
+        self.counted = 0
+        self.first: DecodedImage | None = None  # the first slice counted, without its pixels
+        self.first_path, self.layout = "", ((), None, ())  # the first slice's shape, dtype and channels
+        self.notes: set[str] = set()
+        self.palette = False
+        self.declared: set[int | None] = set()  # the significant bits the slices declare
+        self.repeats: list[str] = []
+
+    def __len__(self) -> int:
+        """The files of the series (repeats included)."""
+        return len(self.series.paths)
+
+    def __iter__(self) -> Iterator[DecodedImage]:
+        if self.counted or self.repeats:
+            raise RuntimeError("a series' slices are counted in one pass; make a new SeriesSlices to read them again")
+        paths, headers = self.series.paths, self.series.headers
+        twice = _repeated_instances(headers)
+        first_seen: dict[tuple, tuple[str, DecodedImage]] = {}
+        for position, (path, header) in enumerate(zip(paths, headers)):
+            image = _read_slice(self.name, paths, position, self.options)
+            if header.instance in twice:
+                earlier = first_seen.setdefault(header.instance, (path, replace(image, pixels=image.pixels.copy())))
+                if earlier[0] != path:
+                    self._check_repeat(path, image, *earlier, header.instance_uid)
+                    continue
+            self._count(path, image)
+            yield image
+            del image  # the caller's last slice is freed before the next decode
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The series as one image: ``(C, slices, H, W)``; one slice's shape if only one counted."""
+        channels, *spatial = shape = self.layout[0]
+        return shape if self.counted == 1 else (channels, self.counted, *spatial)
+
+    def volume(self, pixels: np.ndarray) -> DecodedImage:
+        """The series as one image of ``pixels``: the first slice's properties, the notes of
+        every slice (and of the repeats), palette if any slice had one, the largest significant
+        bits (none if a slice declares none)."""
+        notes = set(self.notes)
+        if self.repeats:
+            notes.add(f"{self.series.name()}: {len(self.repeats)} file(s) repeat an instance (same SOPInstanceUID "
+                      f"and pixels) and were counted once: {'; '.join(self.repeats)}")
+        return replace(self.first, pixels=pixels, notes=tuple(sorted(notes)), palette=self.palette,
+                       significant_bits=None if None in self.declared else max(self.declared))
+
+    def _count(self, path: str, image: DecodedImage) -> None:
+        """Check a slice against the first one (shape, dtype, channels; slices in physical units may
+        differ in dtype: a per-slice rescale) and keep what the volume says of it."""
+        layout = (image.pixels.shape, image.pixels.dtype, image.channels)
+        if self.first is None:
+            self.first, self.first_path, self.layout = replace(image, pixels=np.empty(0, image.pixels.dtype)), path, layout
+        elif layout != self.layout and not (image.physical and self.first.physical and
+                                            (layout[0], layout[2]) == (self.layout[0], self.layout[2])):
+            raise ReadError(self.name, f"its slice {display_path(path)} is {_describe(*layout)}, but "
+                                       f"{display_path(self.first_path)} is {_describe(*self.layout)}")
+        self.counted += 1
+        self.notes.update(image.notes)
+        self.palette |= image.palette
+        self.declared.add(image.significant_bits)
+
+    def _check_repeat(self, path: str, image: DecodedImage, earlier_path: str, earlier: DecodedImage, uid: str) -> None:
+        """Note a repeated instance with the same pixels; refuse one with other pixels."""
+        if not _same_pixels(earlier, image):
+            raise ReadError(self.series.name(), f"{display_path(path)} and {display_path(earlier_path)} are the same "
+                                                f"instance (SOPInstanceUID {uid}) with different pixels")
+        self.repeats.append(f"{display_path(path)} repeats {display_path(earlier_path)}")
+
+
+def _read_slice(name: str, paths: list[str], position: int, options: ReadOptions) -> DecodedImage:
+    """One file of an item; in a series, a failure names the series and the slice."""
+    if len(paths) == 1:
+        return read_image(paths[0], options)
+    try:
+        return read_image(paths[position], options)
+    except ReadError as error:
+        raise ReadError(name, f"its slice {display_path(paths[position])} (file {position + 1} "
+                              f"of {len(paths)}): {error.reason}") from None
+
+
+def _repeated_instances(headers: list[SliceHeader]) -> set[tuple]:
+    """The instances (SOPInstanceUID, position, number) that more than one file of a series holds."""
+    seen, twice = set(), set()
+    for header in headers:
+        if header.instance_uid:
+            (twice if header.instance in seen else seen).add(header.instance)
+    return twice
 
 
 def _same_pixels(first: DecodedImage, second: DecodedImage) -> bool:
     return first.pixels.dtype == second.pixels.dtype and np.array_equal(first.pixels, second.pixels)
 
 
-def _check_alike(name: str, paths: list[str], slices: list[DecodedImage]) -> None:
-    """Every slice must have the first one's shape, dtype and channels."""
-    first = slices[0]
-    for path, image in zip(paths[1:], slices[1:]):
-        if (image.pixels.shape, image.pixels.dtype, image.channels) != (first.pixels.shape, first.pixels.dtype, first.channels):
-            raise ReadError(name, f"its slice {display_path(path)} is {_describe(image)}, but {display_path(paths[0])} "
-                                  f"is {_describe(first)}")
+def _describe(shape: tuple[int, ...], dtype: np.dtype, channels: tuple[str, ...]) -> str:
+    return f"{'x'.join(map(str, shape[1:]))} {dtype} ({', '.join(channels)})"
 
 
-def _describe(image: DecodedImage) -> str:
-    return f"{'x'.join(map(str, image.pixels.shape[1:]))} {image.pixels.dtype} ({', '.join(image.channels)})"
-
-
-def _stack(slices: list[DecodedImage]) -> DecodedImage:
-    """Slices of one shape as one ``(C, slices, H, W)`` image that keeps every property of the
-    first slice (significant bits: the largest declared, none if a slice declares none)."""
-    first = slices[0]
-    declared = {image.significant_bits for image in slices}
-    return replace(
-        first,
-        pixels=np.stack([image.pixels for image in slices], axis=1),
-        notes=tuple(sorted({note for image in slices for note in image.notes})),
-        palette=any(image.palette for image in slices),
-        significant_bits=None if None in declared else max(declared),
-    )
+def _filled(slices: SeriesSlices) -> np.ndarray:
+    """The slices' pixels as one ``(C, slices, H, W)`` array, allocated once and filled in order
+    (one slice's pixels if only one counted)."""
+    volume = None
+    for position, image in enumerate(slices):
+        if volume is None:
+            volume = np.empty((image.pixels.shape[0], len(slices), *image.pixels.shape[1:]), image.pixels.dtype)
+        if image.pixels.dtype != volume.dtype:  # physical values rescaled per slice: promote (exact for integers)
+            volume = volume.astype(common_dtype(volume.dtype.name, image.pixels.dtype.name))
+        volume[:, position] = image.pixels
+    counted = volume[:, :slices.counted]
+    return np.ascontiguousarray(counted[:, 0] if slices.counted == 1 else counted)
 
 
 def group_dicom_series(paths: list[str]) -> list[Series]:
@@ -247,14 +314,17 @@ def _series(members: list[tuple]) -> Series:
     return Series([path for _, _, path in members], [header for header, _, _ in members])
 
 
-def slice_header(path: str) -> SliceHeader | None:
-    """The grouping header of a DICOM file, or None if it has no SeriesInstanceUID or cannot be read
-    (the reader reports a broken file later, by name)."""
-    try:
-        import pydicom
+_GROUPING_TAGS = ("SeriesInstanceUID", "SeriesDescription", "SOPInstanceUID", "InstanceNumber", "ImagePositionPatient")
 
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
-            "SeriesInstanceUID", "SeriesDescription", "SOPInstanceUID", "InstanceNumber", "ImagePositionPatient"])
+
+def slice_header(path: str) -> SliceHeader | None:
+    """The grouping header of a DICOM file (read from its first bytes, see
+    :func:`~imagenorm.readers.dicom.read_tags`), or None if it has no SeriesInstanceUID or
+    cannot be read (the reader reports a broken file later, by name)."""
+    try:
+        from ..readers.dicom import read_tags
+
+        header = read_tags(path, _GROUPING_TAGS)
         uid = str(header.get("SeriesInstanceUID", "") or "")
         if not uid:
             return None

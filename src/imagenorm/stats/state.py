@@ -16,6 +16,8 @@ counts with one ``all_reduce`` and merge the rest: nothing outside a state asks 
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, ClassVar
 
 import numpy as np
@@ -82,6 +84,7 @@ class State:
     __hash__ = None
 
 
+@functools.lru_cache(maxsize=None)
 def common_dtype(*names: str) -> str:
     """The dtype that holds the values of all ``names``: the same one, the widest integer
     that holds every integer type, or float64 as soon as a float is involved.
