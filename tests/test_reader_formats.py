@@ -510,3 +510,19 @@ def test_mpo_extension_is_an_image(tmp_path, rng):
     first.save(tmp_path / "m.mpo", "MPO", save_all=True, append_images=[second])
     stats = imagenorm.compute_stats(str(tmp_path / "m.mpo"))
     assert stats.pooled.count == 8 * 8 * 3  # the primary picture only
+
+
+def test_stats_of_different_netpbm_maxvals_do_not_merge(tmp_path):
+    """Merging two stats files is the same join as measuring together: raw values declared
+    against maxval 4095 and 1000 share no scale (the merge used to give value_scale 65535)."""
+    import imagenorm
+    from imagenorm.errors import ImagenormError
+
+    for name, maxval in (("a", 4095), ("b", 1000)):
+        (tmp_path / name).mkdir()
+        write_netpbm(tmp_path / name / "x.pgm", "P5", np.full((3, 4), 500, np.uint16), maxval)
+    first, second = imagenorm.compute_stats(tmp_path / "a"), imagenorm.compute_stats(tmp_path / "b")
+    assert (first.value_scale, second.value_scale) == (4095, 1000)
+    with pytest.raises(ImagenormError, match="different declared maxima"):
+        first.merge(second)
+    assert first.merge(first).value_scale == 4095

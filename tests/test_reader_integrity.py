@@ -357,18 +357,14 @@ class TestShortDicom:
 
 
 class TestShortNifti:
-    def test_nii_cut_short(self, tmp_path, rng):
+    @pytest.mark.parametrize("name, cut, message", [
+        ("a.nii", 1, r"a\.nii: voxel data end after 5,119 of 5,120 bytes$"),
+        ("a.nii.gz", 20, r"a\.nii\.gz: cannot decode: Compressed file ended"),
+    ])
+    def test_cut_short(self, tmp_path, rng, name, cut, message):
         volume = nibabel.Nifti1Image(rng.integers(0, 3000, (20, 16, 8), dtype=np.int16), np.eye(4))
-        volume.to_filename(tmp_path / "a.nii")
-        data = (tmp_path / "a.nii").read_bytes()
-        (tmp_path / "a.nii").write_bytes(data[:-1])
-        with pytest.raises(ReadError, match=r"a\.nii: voxel data end after 5,119 of 5,120 bytes$"):
-            read_image(tmp_path / "a.nii")
-
-    def test_nii_gz_cut_short(self, tmp_path, rng):
-        volume = nibabel.Nifti1Image(rng.integers(0, 3000, (20, 16, 8), dtype=np.int16), np.eye(4))
-        volume.to_filename(tmp_path / "a.nii.gz")
-        data = (tmp_path / "a.nii.gz").read_bytes()
-        (tmp_path / "a.nii.gz").write_bytes(data[:-20])
-        with pytest.raises(ReadError, match=r"a\.nii\.gz: cannot decode: Compressed file ended"):
-            read_image(tmp_path / "a.nii.gz")
+        volume.to_filename(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[:-cut])
+        with pytest.raises(ReadError, match=message):
+            read_image(tmp_path / name)

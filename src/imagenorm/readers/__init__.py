@@ -47,6 +47,7 @@ from types import ModuleType
 from typing import Callable
 
 from ..errors import InputError, ReadError
+from . import jpeg, png
 from .base import (  # noqa: F401  (the readers' shared types, re-exported)
     DEFAULT_MAX_PIXELS,
     Data,
@@ -80,7 +81,7 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     reader = reader_for(path)
     if reader is None:
         raise ReadError(path, _not_an_image(path))
-    return _decoded(reader, path, path, options, empty=lambda: os.path.isfile(path) and os.path.getsize(path) == 0)
+    return _decoded(functools.partial(reader, path), path, options, path=path)
 
 
 def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions()) -> DecodedImage:
@@ -100,7 +101,7 @@ def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions()) ->
     module = _modules_by_extension().get(".nii" if extension == ".nii.gz" else extension)
     if module is None:
         raise ReadError(name, f"not a supported image format ({os.path.splitext(name)[1] or 'no extension'})")
-    return _decoded(functools.partial(module.decode, data), name, name, options, empty=lambda: False)
+    return _decoded(functools.partial(module.decode, data, name), name, options)
 
 
 def _as_bytes_like(data, name: str) -> Data:
@@ -112,23 +113,26 @@ def _as_bytes_like(data, name: str) -> Data:
     return data
 
 
-def _decoded(reader: Callable, source, name: str, options: ReadOptions, empty: Callable[[], bool]) -> DecodedImage:
-    """``reader(source, options)`` with its channel options applied, and any failure as one ReadError."""
+def _decoded(decode: Callable[[ReadOptions], DecodedImage], name: str, options: ReadOptions,
+             path: str | None = None) -> DecodedImage:
+    """``decode(options)`` with its channel options applied, and any failure as one ReadError
+    (naming an empty file as such, where it is a ``path``)."""
     try:
-        image = reader(source, options)
+        image = decode(options)
     except ReadError:
         raise
     except MemoryError:
         raise ReadError(name, "not enough memory to decode it") from None
     except Exception as error:  # decoders raise many types; each becomes one clear line
-        if empty():
+        if path is not None and os.path.isfile(path) and os.path.getsize(path) == 0:
             raise ReadError(name, "empty file (0 bytes)") from None
         raise ReadError(name, describe_decoder_error(error)) from None
     return apply_channel_options(native_order(image), options, name)
 
 
 _MAGIC = (  # DICOM first: its 128-byte preamble may hold another format's header (a dual TIFF-DICOM file)
-    (128, b"DICM", ".dcm"), (0, b"\x89PNG\r\n\x1a\n", ".png"), (0, b"\xff\xd8\xff", ".jpg"), (0, b"GIF8", ".gif"), (0, b"BM", ".bmp"),
+    (128, b"DICM", ".dcm"), (0, png.SIGNATURE, ".png"), (0, jpeg.SIGNATURE, ".jpg"), (0, b"GIF8", ".gif"),
+    (0, b"BM", ".bmp"),
     (8, b"WEBP", ".webp"), (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (0, b"II+\x00", ".tif"),
     (0, b"MM\x00+", ".tif"), (0, b"\x93NUMPY", ".npy"), (344, b"n+1\x00", ".nii"),
     (4, b"n+2\x00", ".nii"),
@@ -148,7 +152,7 @@ def sniff_extension(data: Data) -> str:
     head = bytes(data[:1024])
     for offset, magic, extension in _MAGIC:
         if head[offset:offset + len(magic)] == magic:
-            if extension == ".dcm" and _meta_element(head, 132, 0x0002) == MEDIA_STORAGE_DIRECTORY:
+            if extension == ".dcm" and _is_dicomdir(head):
                 return ""
             return extension
     if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
@@ -168,7 +172,7 @@ def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
     if os.path.basename(path).lower() == "dicomdir":
         return None
     extension = image_extension(path).lower() or sniff_extension(_head(path))
-    return _readers_by_extension()[".nii" if extension == ".nii.gz" else extension] if extension else None
+    return _modules_by_extension()[".nii" if extension == ".nii.gz" else extension].read if extension else None
 
 
 def is_image_path(path: str) -> bool:
@@ -202,7 +206,7 @@ def image_extension(path: str) -> str:
     if path.lower().endswith(".nii.gz"):
         return path[-7:]
     extension = os.path.splitext(path)[1]
-    return extension if extension.lower() in _readers_by_extension() else ""
+    return extension if extension.lower() in _modules_by_extension() else ""
 
 
 def _not_an_image(path: str) -> str:
@@ -215,7 +219,12 @@ def _not_an_image(path: str) -> str:
 
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: an index of other files, no image
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _is_dicomdir(head: bytes) -> bool:
+    from . import dicom
+
+    return dicom.meta_text(head, 0x0002) == MEDIA_STORAGE_DIRECTORY
 
 
 def dicom_storage_class(path: str) -> str | None:
@@ -228,25 +237,9 @@ def dicom_storage_class(path: str) -> str | None:
         return None
     if head[128:132] != b"DICM":
         return None
-    return _meta_element(head, 132, 0x0002) or ""
+    from . import dicom
 
-
-def _meta_element(data: bytes, offset: int, element: int) -> str | None:
-    """The text of file meta element (0002, ``element``), walking the explicit-VR little-endian
-    group 0002 from ``offset``; None if it is not found within ``data``."""
-    while offset + 8 <= len(data):
-        group, number = int.from_bytes(data[offset:offset + 2], "little"), int.from_bytes(data[offset + 2:offset + 4], "little")
-        vr = data[offset + 4:offset + 6]
-        if group != 0x0002 or not vr.isalpha():
-            return None
-        if vr in _LONG_LENGTH_VRS:
-            length, offset = int.from_bytes(data[offset + 8:offset + 12], "little"), offset + 12
-        else:
-            length, offset = int.from_bytes(data[offset + 6:offset + 8], "little"), offset + 8
-        if number == element:
-            return data[offset:offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        offset += length
-    return None
+    return dicom.meta_text(head, 0x0002) or ""
 
 
 @functools.cache
@@ -255,7 +248,3 @@ def _modules_by_extension() -> dict[str, ModuleType]:
 
     return {extension: module for module in (pillow, netpbm, tiff, numpy_file, dicom, nifti) for extension in module.EXTENSIONS}
 
-
-@functools.cache
-def _readers_by_extension() -> dict[str, Callable[[str, ReadOptions], DecodedImage]]:
-    return {extension: module.read for extension, module in _modules_by_extension().items()}

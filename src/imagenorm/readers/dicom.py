@@ -330,6 +330,22 @@ def read_tags(path: str, keywords: Sequence[str]):
     return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
 
 
+def meta_text(data: bytes, element: int) -> str | None:
+    """The text of file meta element (0002, ``element``) of data that begin with the preamble and
+    "DICM" (explicit VR little endian); None where the data do not hold it."""
+    offset = 132
+    try:
+        while True:
+            tag, _, length, start = _element_header(data, offset, False, "<")
+            if tag >> 16 != 0x0002:
+                return None
+            if tag & 0xFFFF == element:
+                return bytes(data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            offset = start + length
+    except (_NeedMore, _Unusual):
+        return None
+
+
 def _raw_dataset(data: bytes, wanted: frozenset[int], complete: bool):
     """The elements ``wanted`` of the top-level dataset of a DICOM file's bytes, undecoded
     (``complete``: the bytes are the whole file, which may end after the last element)."""

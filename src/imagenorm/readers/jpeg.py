@@ -114,7 +114,7 @@ def decode_fast(data: Data, name: str, options: ReadOptions) -> DecodedImage | N
     gray = len(frame.components) == 1
     out = output_array((frame.height, frame.width, 1 if gray else 3), np.uint8)
     try:
-        array = _decode(data, gray, strict=True, out=out)
+        array = decode_samples(data, gray, strict=True, out=out)
     except ValueError as error:
         _refuse_if_damaged(data, gray, name, str(error))
         return None  # a harmless warning (extraneous bytes) or the data end early: Pillow's checks decide
@@ -123,7 +123,8 @@ def decode_fast(data: Data, name: str, options: ReadOptions) -> DecodedImage | N
     return DecodedImage(pixels=channel_first(array), channels=GRAY if gray else RGB)
 
 
-def _decode(data: Data, gray: bool, strict: bool, out: np.ndarray | None = None) -> np.ndarray:
+def decode_samples(data: Data, gray: bool = False, strict: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 1 or 3)`` samples through libjpeg-turbo with Pillow's IDCT and upsampling (what the fast path calls)."""
     import simplejpeg
 
     return simplejpeg.decode_jpeg(data, "GRAY" if gray else "RGB", fastdct=False, fastupsample=False, strict=strict,
@@ -138,7 +139,7 @@ def _refuse_if_damaged(data: Data, gray: bool, name: str, warning: str) -> None:
     if "Corrupt JPEG data" in warning and "extraneous bytes" not in warning:
         raise ReadError(name, f"damaged: {warning}")
     try:
-        _decode(data, gray, strict=False)
+        decode_samples(data, gray, strict=False)
     except ValueError as error:
         raise ReadError(name, f"cannot decode: {error}") from None
 
@@ -162,4 +163,4 @@ def same_as_pillow() -> bool:
     Image.fromarray(picture).save(buffer, "JPEG", quality=75, subsampling=2)
     with Image.open(buffer) as image:
         expected = np.asarray(image)
-    return bool(np.array_equal(_decode(buffer.getvalue(), gray=False, strict=True), expected))
+    return bool(np.array_equal(decode_samples(buffer.getvalue()), expected))

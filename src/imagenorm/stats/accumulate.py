@@ -35,6 +35,7 @@ from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide, histogram_
 from .items import ItemSource
 from .measurement import Measurement, joinable, merged_maximum
 from .moments import FloatMoments, ImageSpread
+from .state import State
 
 OnError = Literal["fail", "skip"]
 T = TypeVar("T")
@@ -151,7 +152,7 @@ class Counted(NamedTuple):
     and the series as one image whose pixels are a stand-in (zero strides, no memory) of the
     volume's shape and dtype, for the bookkeeping."""
 
-    state: IntegerHistogram
+    state: State
     moments: tuple[np.ndarray, np.ndarray]
     image: DecodedImage
 
@@ -188,9 +189,7 @@ def count_slices(job: Job, index: int, state) -> Counted | None:
     except RangeTooWide:
         return None
     volume = counts.histogram()
-    merged = target.merge(volume)
-    if merged.kind != IntegerHistogram.kind:  # too spread once merged
-        return None
+    merged = target.merge(volume)  # moments, where the bins would grow too wide: as state.update does
     stand_in = np.broadcast_to(np.zeros((), counts.dtype), slices.shape)
     return Counted(merged, _volume_moments(volume), slices.volume(stand_in))
 

@@ -77,7 +77,9 @@ class Measurement:
     def joins(self, other: "Measurement", scale: bool) -> str | None:
         """Why the two cannot be measured together (None: they can); see :func:`joinable`."""
         if self.units and other.units:
-            return joinable(self.units | other.units, (self.dtypes - self.scaled) | (other.dtypes - other.scaled), scale)
+            maxima = frozenset({merged_maximum(self.maximum, other.maximum)})
+            return joinable(self.units | other.units, (self.dtypes - self.scaled) | (other.dtypes - other.scaled), scale,
+                            maxima)
         return None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -118,12 +120,14 @@ def _from_json(value: Any, reduction: str) -> Any:
     return value
 
 
-def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool) -> str | None:
+def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool,
+             maxima: frozenset[int | None] = frozenset()) -> str | None:
     """Why values of these ``units`` and (unscaled) ``dtypes`` do not share units, or None.
 
     Physical units (HU, NIfTI values) and floats promote to a common type; raw integer values
-    of one dtype share units; raw values of several dtypes, or raw values with floats, only in
-    the [0, 1] scale (``scale``); raw values never with physical ones.
+    of one dtype and one declared maximum (``maxima``, -1 where parts disagree, see
+    :func:`merged_maximum`) share units; raw values of several dtypes or maxima, or raw values
+    with floats, only in the [0, 1] scale (``scale``); raw values never with physical ones.
     """
     if "raw" not in units:
         return None
@@ -135,6 +139,8 @@ def joinable(units: frozenset[str], dtypes: frozenset[str], scale: bool) -> str 
         return "raw integer values and float values do not share units"
     if len({name for name in dtypes if np.dtype(name).kind in "ui"}) > 1:
         return "raw values of different bit depths do not share units"
+    if -1 in maxima or len(maxima - {None}) > 1:
+        return "raw values of different declared maxima (Netpbm maxval) do not share units"
     return None
 
 
