@@ -34,6 +34,10 @@ _LAZY = {
     "MethodOptions": "methods",
     "check_normalization": "check",
     "apply_normalization": "apply",
+    "ContainerDataset": "container_datasets",
+    "ShardStreamDataset": "container_datasets",
+    "wds_decoder": "container_datasets",
+    "hf_transform": "container_datasets",
 }
 
 __all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", "read_image",

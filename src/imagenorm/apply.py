@@ -21,13 +21,14 @@ from torch import nn
 
 from .atomic import atomic_write
 from .errors import ImagenormError, OutputError, ReadError, display_path
+from .containers import ContainerItems, Selection
 from .masks import MaskSpec
 from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
-from .options import ReadOptions, check_choice
+from .options import OptionError, ReadOptions, check_choice
 from .readers import image_extension
 from .sources import PathSource, named_folders, source_root
-from .stats.accumulate import chunk_ranges, map_chunks
-from .stats.items import ItemSource, as_item_source
+from .stats.accumulate import map_chunks, plan_chunks
+from .stats.items import FileItems, ItemSource, as_item_source
 from .stats.result import DatasetStats
 from .version import __version__
 
@@ -118,6 +119,9 @@ def apply_normalization(
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
     read_options: ReadOptions | None = None,
+    column: str | None = None,
+    member: str | None = None,
+    split: str | None = None,
     **given: Any,
 ) -> ApplyReport:
     """Normalize every image of ``source`` with ``options`` and save float32 ``.npy`` files under ``output``.
@@ -131,23 +135,27 @@ def apply_normalization(
     if os.path.exists(output) and not os.path.isdir(output):
         raise OutputError(f"{display_path(output)}: exists and is not a folder; choose an output folder")
     reading = read_options_for(stats, read_options, **given)
-    items, _ = as_item_source(source, dicom_series=reading.groups_series)
+    if not _named_by_path(source):
+        raise OptionError(f"apply writes a copy of files, archives or shards named by path, not of a "
+                          f"{type(source).__name__}; normalize it with normalize_dataset(...) or hf_transform(...)")
+    items, _ = as_item_source(source, reading.groups_series, Selection(column, member, split))
     keys = [items.key(index) for index in range(len(items))]
-    root = source_root(keys, source)
-    refuse_inside(output, [root, *named_folders(source)])
+    root = items.root() if isinstance(items, ContainerItems) else source_root(keys, source)
+    refuse_inside(output, _source_folders(items, root, source))
     names = output_names(keys, root)
-    mask = MaskSpec.from_options(reading, root) if options.per_image else None
+    mask = MaskSpec.from_options(reading, root if isinstance(items, FileItems) else None) if options.per_image else None
     transform = build_transform(stats, options, mask=mask)
     manifest = _open_manifest(output, _settings(options, reading, stats_path, root))
     _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
     sources = [{"source": display_path(os.path.relpath(os.path.abspath(key), root)), "identity": _identity(items, index)}
                for index, key in enumerate(keys)]
     targets = [os.path.join(output, name) for name in names]
+    _refuse_outside(output, targets, keys)
     done = frozenset(index for index, name in enumerate(names)
                      if manifest["files"].get(name) == sources[index] and os.path.exists(targets[index]))
     work = WriteNormalized(items, transform, reading, targets, on_error, done)
     report = ApplyReport(output=output)
-    for (written, resumed, skipped, failure), size in map_chunks(work, list(chunk_ranges(len(items), workers)), workers):
+    for (written, resumed, skipped, failure), size in map_chunks(work, plan_chunks(items, workers), workers):
         for index in written + resumed:
             manifest["files"][names[index]] = sources[index]
         report.written, report.resumed = report.written + len(written), report.resumed + len(resumed)
@@ -173,6 +181,29 @@ def _settings(options: MethodOptions, reading: ReadOptions, stats_path: str | No
         "stats_file": None if stats_path is None else display_path(os.path.abspath(stats_path)),
         "stats_sha256": None if stats_path is None else _sha256(stats_path),
     })
+
+
+def _refuse_outside(output: str, targets: list[str], keys: list[str]) -> None:
+    """No target may lie outside ``output`` (an archive member named ``../x`` or ``/x``)."""
+    inside = os.path.abspath(output)
+    for target, key in zip(targets, keys):
+        if os.path.commonpath([inside, os.path.abspath(target)]) != inside:
+            raise ImagenormError(f"{display_path(key)} would be written outside {display_path(output)}")
+
+
+def _named_by_path(source: Any) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    return isinstance(source, (list, tuple)) and bool(source) and all(isinstance(item, (str, os.PathLike)) for item in source)
+
+
+def _source_folders(items: ItemSource, root: str, source: PathSource) -> list[str]:
+    """The folders writing into is refused: the source tree; for archives, parquet and Arrow
+    files only a named dataset folder (a copy beside a shard touches no source)."""
+    if isinstance(items, ContainerItems):
+        named = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        return [os.fspath(item) for item in named if isinstance(item, (str, os.PathLike)) and os.path.isdir(item)]
+    return [root, *named_folders(source)]
 
 
 def _identity(items: ItemSource, index: int) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .containers import Selection
 from .masks import MaskSpec
 from .methods import MethodOptions, NormalizedItems, build_transform, read_options_for
-from .options import ReadOptions, check_choice
-from .sources import PathSource, source_root
+from .options import OptionError, ReadOptions, check_choice
+from .sources import PathSource, StreamSource, source_root
 from .stats import compute_stats
 from .stats.items import FileItems, as_item_source
 from .stats.result import DatasetStats
@@ -48,6 +49,9 @@ def check_normalization(
     workers: int = 0,
     on_error: str = "fail",
     read_options: ReadOptions | None = None,
+    column: str | None = None,
+    member: str | None = None,
+    split: str | None = None,
     **given: Any,
 ) -> CheckReport:
     """Normalize every image of ``source`` as ``stats`` were measured and measure the result exactly.
@@ -63,7 +67,10 @@ def check_normalization(
     """
     check_choice("on_error", on_error)
     reading = read_options_for(stats, read_options, **given)
-    items, _ = as_item_source(source, dicom_series=reading.groups_series)
+    items, _ = as_item_source(source, reading.groups_series, Selection(column, member, split))
+    if isinstance(items, StreamSource):
+        raise OptionError("check needs a source with a length; for a streamed dataset, check a map-style copy "
+                          "(datasets: load it without streaming=True)")
     mask = MaskSpec.from_options(reading, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     transform = build_transform(stats, options, mask=mask if options.per_image else None)
     normalized = NormalizedItems(items, transform, reading, mask)

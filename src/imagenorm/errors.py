@@ -9,6 +9,10 @@ class ImagenormError(Exception):
     """Base class of every error imagenorm raises on purpose."""
 
 
+class ImagenormWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. fewer shards than workers)."""
+
+
 class ReadError(ImagenormError):
     """A file could not be read as an image; names the file and the reason."""
 
@@ -35,6 +39,12 @@ class OutputError(ImagenormError):
 
 class StatsFileError(ImagenormError):
     """A stats file is missing, malformed or of another schema."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if it has none)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def display_path(path: str | os.PathLike) -> str:

@@ -135,6 +135,15 @@ class NormalizedItems(ItemSource):
     def path(self, index: int) -> str | None:
         return self.items.path(index)
 
+    def files(self, index: int) -> list[str]:
+        return self.items.files(index)
+
+    def units(self) -> list[tuple[int, int]] | None:
+        return self.items.units()
+
+    def read_whole(self, index: int) -> bool:
+        return self.items.read_whole(index)
+
     def probe(self, index: int, options: ReadOptions) -> DecodedImage:
         """The layout of item ``index`` after normalization, from the inner items' cheap probe
         (a series' first slice; nothing is normalized twice)."""

@@ -1,4 +1,5 @@
-"""Turn what the user names into an ordered list of image files.
+"""Turn what the user names into an ordered list of image files; :class:`ItemSource`, what
+every source becomes (files, container members, dataset rows).
 
 A source is an image file, a folder (searched recursively in sorted order, following
 links but never the same folder twice), a glob pattern, a ``.txt`` file listing one
@@ -26,10 +27,10 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 from .errors import EmptyDatasetError, ImagenormError, display_path
-from .readers import is_image_path
+from .readers import DecodedImage, ReadOptions, is_image_path
 
 PathSource = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 _GLOB_CHARACTERS = set("*?[")
@@ -44,6 +45,75 @@ class FoundImages:
     paths: list[str] = field(default_factory=list)
     ignored: int = 0
     hidden: int = 0
+
+
+class ItemSource:
+    """Indexable images with names."""
+
+    hidden: int = 0  # hidden files and folders skipped while the items were found (set by as_item_source)
+    only_decodes: bool = False  # load() runs imagenorm's readers and nothing else: no code that could keep
+    # a decoded array, so a loop done with each image may have them decode into a ReusedBuffer
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def load(self, index: int, options: ReadOptions) -> DecodedImage:
+        raise NotImplementedError
+
+    def path(self, index: int) -> str | None:
+        """The file behind item ``index``, if there is one."""
+        return None
+
+    def key(self, index: int) -> str:
+        """A path that stands for item ``index`` (its file; a series' first slice)."""
+        return self.path(index) or self.name(index)
+
+    def files(self, index: int) -> list[str]:
+        """Every file item ``index`` is read from (none for in-memory items)."""
+        path = self.path(index)
+        return [] if path is None else [path]
+
+    def probe(self, index: int, options: ReadOptions) -> DecodedImage:
+        """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
+        return self.load(index, options)
+
+    def slices(self, index: int, options: ReadOptions) -> Any:
+        """Item ``index`` as slices decoded one at a time (a DICOM series:
+        :class:`~imagenorm.stats.items.SeriesSlices`), or None: load it whole."""
+        return None
+
+    def global_index(self, index: int) -> int:
+        """The item's place in the whole dataset (a shard maps its own indices)."""
+        return index
+
+    def units(self) -> list[tuple[int, int]] | None:
+        """Ranges of items best read together, in order (a tar shard, a parquet row group), or None."""
+        return None
+
+    def read_whole(self, index: int) -> bool:
+        """Whether item ``index``'s unit is best read by one worker: a part of it costs as much as
+        all of it (a parquet row group; a compressed or remote shard, read front to back)."""
+        return False
+
+
+class StreamSource:
+    """Images without a length, read in order (a streamed Hugging Face dataset): measured block
+    by block as they arrive; ranks take their part with :meth:`shard`."""
+
+    hidden = 0
+    only_decodes = True
+
+    def blocks(self, size: int = 64) -> "Iterator[ItemSource]":
+        """The images in order, ``size`` at a time, each block an ItemSource whose
+        ``global_index`` places its items in the whole stream."""
+        raise NotImplementedError
+
+    def shard(self, rank: int, world: int) -> "StreamSource":
+        """Rank ``rank``'s part of the stream (of ``world`` ranks); no image in two parts."""
+        raise NotImplementedError
 
 
 def find_images(source: PathSource) -> FoundImages:

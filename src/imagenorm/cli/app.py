@@ -11,12 +11,13 @@ import functools
 import os
 import re
 import shlex
+import warnings
 from enum import Enum
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import ImagenormError, display_path
+from ..errors import ImagenormError, ImagenormWarning, display_path
 from ..options import CHOICES, OptionError
 
 app = typer.Typer(
@@ -61,8 +62,9 @@ def read_option_values(**given) -> dict:
 
 # --- library parameter names in messages become the command line's flags ------------------
 _SWITCHES = {("dicom_series", "True"): "--dicom-series", ("dicom_series", "False"): "--dicom-slices"}
-_NAMES = sorted({*CHOICES, "max_pixels", "mask", "mask_dir", "dicom_series", "workers", "checkpoint"}, key=len, reverse=True)
-_PARAMETER = re.compile(r"\b(" + "|".join(_NAMES) + r")=(?:'([^']*)'|([^\s,;)]+))")
+_NAMES = sorted({*CHOICES, "max_pixels", "mask", "mask_dir", "dicom_series", "workers", "checkpoint", "column", "member",
+                 "split"}, key=len, reverse=True)
+_PARAMETER = re.compile(r"\b(" + "|".join(_NAMES) + r")=(?:'([^']*)'|([^\s,;)]+))?")
 
 
 def as_flags(message: str) -> str:
@@ -72,6 +74,8 @@ def as_flags(message: str) -> str:
         name, quoted, plain = match.groups()
         argument = quoted if quoted is not None else plain
         option = "--" + name.replace("_", "-")
+        if argument is None:  # the parameter named without a value
+            return option
         if (name, argument) in _SWITCHES:
             return _SWITCHES[name, argument]
         if argument == "None" and quoted is None:
@@ -87,7 +91,9 @@ def reports_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # the command's own process: our warnings as one yellow line
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except OptionError as error:
             fail(str(error), 2)
         except ImagenormError as error:
@@ -105,6 +111,16 @@ def reports_errors(command):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _show_warning(message, category, *args, **kwargs) -> None:
+    if issubclass(category, ImagenormWarning):
+        err.print(f"[yellow]warning:[/yellow] {escape(as_flags(str(message)))}", soft_wrap=True)
+    else:
+        _default_show_warning(message, category, *args, **kwargs)
+
+
+_default_show_warning = warnings.showwarning
 
 
 def fail(message: str, status: int) -> None:

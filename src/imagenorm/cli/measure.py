@@ -17,7 +17,8 @@ from .app import (Alpha, Convert, DicomValues, FloatPercentiles, MixedDepth, Mon
 @app.command()
 @reports_errors
 def stats(
-    paths: List[str] = typer.Argument(..., help="Image files, folders, globs or .txt lists of paths."),
+    paths: List[str] = typer.Argument(..., help="Image files, folders, globs, .txt lists; tar shards ({000..099} "
+                                               "braces), zip, parquet, Arrow, save_to_disk folders, URLs."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the stats file (JSON) here."),
     workers: int = workers_option(),
     on_error: OnError = on_error_option(),
@@ -39,6 +40,9 @@ def stats(
     checkpoint_seconds: float = typer.Option(60.0, "--checkpoint-seconds", min=0.0, help="...or every S seconds."),
     timeout: float = typer.Option(300.0, "--timeout", min=1.0, help="Under torchrun: seconds to wait for the other ranks."),
     backend: str = typer.Option("auto", "--backend", help="Under torchrun: gloo, nccl, or auto (nccl with a GPU)."),
+    column: Optional[str] = typer.Option(None, "--column", help="Parquet/Arrow data: the image column (default: the only one)."),
+    member: Optional[str] = typer.Option(None, "--member", help="WebDataset shards: each sample's image member by extension, e.g. seg.png."),
+    split: Optional[str] = typer.Option(None, "--split", help="A save_to_disk DatasetDict or Hub folder: the split (default train)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Measure a dataset: per-channel and pooled count, mean, std, min, max, percentiles.
@@ -65,7 +69,8 @@ def stats(
     with progress_bar(err, enabled=not quiet and rank == 0) as advance:
         result = compute_stats(paths, workers=workers, on_error=on_error.value, audit=audit is not None,
                                float_percentiles=float_percentiles.value, distributed=ranks, timeout=timeout,
-                               checkpoint=saver, progress=advance, **read_options)
+                               checkpoint=saver, progress=advance, column=column, member=member, split=split,
+                               **read_options)
     if rank != 0:  # every rank holds the same result; rank 0 writes and reports
         return
     if output is not None:

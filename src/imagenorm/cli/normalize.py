@@ -56,6 +56,9 @@ MAX_PIXELS = typer.Option(None, "--max-pixels", min=1, help="Refuse larger image
 MASK = as_recorded("--mask", "Foreground: nonzero, or threshold:>-500.")
 MASK_DIR = as_recorded("--mask-dir", "Foreground: a mask file per image.")
 DICOM_SERIES = typer.Option(None, "--dicom-series/--dicom-slices", help="A DICOM series is one image (or each slice is). Default: as recorded.")
+COLUMN = typer.Option(None, "--column", help="Parquet/Arrow data: the image column (default: the only one).")
+MEMBER = typer.Option(None, "--member", help="WebDataset shards: each sample's image member by extension, e.g. seg.png.")
+SPLIT = typer.Option(None, "--split", help="A save_to_disk DatasetDict or Hub folder: the split (default train).")
 
 
 @app.command()
@@ -82,6 +85,9 @@ def check(
     mask: Optional[str] = MASK,
     mask_dir: Optional[Path] = MASK_DIR,
     dicom_series: Optional[bool] = DICOM_SERIES,
+    column: Optional[str] = COLUMN,
+    member: Optional[str] = MEMBER,
+    split: Optional[str] = SPLIT,
 ) -> None:
     """Normalize on the fly, read as the stats were measured, and report what came out; exit 1 when it misses."""
     from ..check import check_normalization
@@ -91,7 +97,8 @@ def check(
     given = read_options(alpha, convert, dicom_values, monochrome1, nifti_4d, nonfinite, mixed_depth, max_pixels, mask,
                          mask_dir, dicom_series)
     report = check_normalization(paths, load_stats(stats_file, per_image), options, tolerance=tolerance,
-                                 workers=workers, on_error=on_error.value, **given)
+                                 workers=workers, on_error=on_error.value, column=column, member=member, split=split,
+                                 **given)
     print_check(out, report)
     if not report.passed:
         raise typer.Exit(1)
@@ -122,6 +129,9 @@ def apply(
     mask: Optional[str] = MASK,
     mask_dir: Optional[Path] = MASK_DIR,
     dicom_series: Optional[bool] = DICOM_SERIES,
+    column: Optional[str] = COLUMN,
+    member: Optional[str] = MEMBER,
+    split: Optional[str] = SPLIT,
 ) -> None:
     """Write a normalized float32 copy (.npy per image, mirroring the tree, with a manifest); resumable."""
     from ..apply import apply_normalization
@@ -133,7 +143,8 @@ def apply(
     stats = load_stats(stats_file, per_image)
     with progress_bar(err, enabled=not quiet) as advance:
         report = apply_normalization(paths, stats, None if stats_file is None else str(stats_file), options,
-                                     str(output), on_error=on_error.value, workers=workers, progress=advance, **given)
+                                     str(output), on_error=on_error.value, workers=workers, progress=advance,
+                                     column=column, member=member, split=split, **given)
     out.print(f"{report.written} written, {report.resumed} already there (resumed), {len(report.skipped)} skipped: "
               f"{escape(options.describe())} into {escape(str(output))}", soft_wrap=True)
     for entry in report.skipped:

@@ -84,12 +84,14 @@ def read_image(path: str | os.PathLike, options: ReadOptions = ReadOptions()) ->
     return _decoded(functools.partial(reader, path), path, options, path=path)
 
 
-def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions()) -> DecodedImage:
+def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions(), *,
+                 extension: str | None = None) -> DecodedImage:
     """Decode an image held in memory (``bytes``, ``bytearray`` or ``memoryview``), applying
     ``options``; ``name`` is what errors name (``"shard.tar:0001.png"``).
 
-    The extension of ``name`` chooses the format; without a known one, the data's first bytes
-    do (:func:`sniff_extension`). Every guarantee of :func:`read_image` holds.
+    ``extension`` (``".png"``), else the extension of ``name``, chooses the format; without a
+    known one, the data's first bytes do (:func:`sniff_extension`). Every guarantee of
+    :func:`read_image` holds.
 
     Raises:
         ReadError: as for :func:`read_image`.
@@ -97,7 +99,7 @@ def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions()) ->
     data = _as_bytes_like(data, name)
     if not len(data):
         raise ReadError(name, "empty (0 bytes)")
-    extension = image_extension(name).lower() or sniff_extension(data)
+    extension = (extension or image_extension(name) or sniff_extension(data)).lower()
     module = _modules_by_extension().get(".nii" if extension == ".nii.gz" else extension)
     if module is None:
         raise ReadError(name, f"not a supported image format ({os.path.splitext(name)[1] or 'no extension'})")

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import sys
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
-from ..errors import EmptyDatasetError, ImagenormError, ReadError
+from ..errors import EmptyDatasetError, ImagenormWarning, ReadError
 from ..audit import image_row
 from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions, ReusedBuffer
@@ -33,6 +35,7 @@ from . import kernels
 from .float_percentiles import BracketValues, FloatHistogram
 from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide, histogram_moments
 from .items import ItemSource
+from ..sources import StreamSource
 from .measurement import Measurement, joinable, merged_maximum
 from .moments import FloatMoments, ImageSpread
 from .state import State
@@ -290,6 +293,8 @@ def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
 
 def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> tuple[Layout, str]:
     """Layout of the first readable item (the one every other item must match)."""
+    if isinstance(items, StreamSource):
+        return probe_stream(items, options, on_error)
     first = None
     for index in range(len(items)):
         try:
@@ -306,9 +311,12 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, c
 
     With a :class:`~imagenorm.stats.checkpoint.Checkpoint`, the merged state is saved as the
     chunks complete, and a run of the same job resumes after the chunks already counted.
+    A :class:`~imagenorm.sources.StreamSource` (a streamed Hugging Face dataset) is measured block
+    by block as it is read (:func:`run_stream`).
     """
-    total = len(job.items)
-    chunks = list(chunk_ranges(total, workers))
+    if isinstance(job.items, StreamSource):
+        return run_stream(job, workers, progress)
+    chunks = plan_chunks(job.items, workers)
     merged, done = job.empty_measurement(), 0
     if checkpoint is not None:
         from .checkpoint import run_signature
@@ -326,6 +334,82 @@ def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, c
         if checkpoint is not None and checkpoint.due(size) and number < len(chunks):
             checkpoint.save(merged, number, signature, counted=chunks[number - 1][1])
     return merged
+
+
+def run_stream(job: Job, workers: int, progress: Callable[[int], None] | None = None) -> Measurement:
+    """Reduce a stream's blocks in order; with workers, a few blocks per worker at a time (the
+    encoded rows travel to the workers; the stream is never held whole)."""
+    merged = job.empty_measurement()
+    blocks = job.items.blocks()
+    window = max(1, workers) * 4
+    pool = None
+    if workers > 0:
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        pool = context.Pool(workers)
+    try:
+        while batch := [replace(job, items=block) for block in itertools.islice(blocks, window)]:
+            results = pool.map(_accumulate_block, batch) if pool is not None else map(_accumulate_block, batch)
+            for partial, block_job in zip(results, batch):
+                merged = merged.merge(partial)
+                if progress is not None:
+                    progress(len(block_job.items))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return merged
+
+
+def _accumulate_block(job: Job) -> Measurement:
+    return accumulate_range(job, 0, len(job.items))
+
+
+def probe_stream(items, options: ReadOptions, on_error: OnError) -> tuple[Layout, str]:
+    """Layout of a stream's first readable row."""
+    first = None
+    for block in items.blocks():
+        for index in range(len(block)):
+            try:
+                return Layout.of(block.load(index, options)), block.name(index)
+            except ReadError as error:
+                if on_error == "fail":
+                    raise
+                first = first or error
+    if first is None:
+        raise EmptyDatasetError("the dataset is empty")
+    raise EmptyDatasetError(f"every image failed to read; the first: {first}")
+
+
+def plan_chunks(items: ItemSource, workers: int) -> list[tuple[int, int]]:
+    """The ranges workers take, in order.
+
+    Without units (files, a Dataset): :func:`chunk_ranges`. With units (tar shards, row groups):
+    a unit that is read whole (``items.read_whole``: a parquet row group, a compressed or remote
+    shard) stays one range while there are at least as many units as workers, and is cut in as
+    many pieces as it needs to give every worker work otherwise (each piece then reads it: said
+    with a warning); any other unit is cut into pieces of at most 256 items (for the progress
+    and checkpoints; reading part of it costs only that part).
+    """
+    units = items.units()
+    if not units:
+        return list(chunk_ranges(len(items), workers))
+    few = len(units) < max(1, workers)
+    whole = [items.read_whole(start) for start, _ in units]
+    if few and any(whole):
+        warnings.warn(f"{len(units)} shard(s) or row group(s) for {workers} workers: each is split between workers by "
+                      "its members, and each worker reads a compressed or remote shard, or a parquet row group, whole",
+                      ImagenormWarning, stacklevel=3)
+    share = -(-workers // len(units))  # pieces per unit that give every worker work
+    pieces = [(share if few else 1) if read_whole else max(-(-(stop - start) // 256), 4 * share if few else 1)
+              for (start, stop), read_whole in zip(units, whole)]
+    return [piece for (start, stop), count in zip(units, pieces) for piece in _split(start, stop, count)]
+
+
+def _split(start: int, stop: int, count: int) -> list[tuple[int, int]]:
+    """``start..stop`` in ``count`` contiguous pieces of nearly equal size (none empty)."""
+    count = max(1, min(count, stop - start))
+    bounds = [start + (stop - start) * part // count for part in range(count + 1)]
+    return list(zip(bounds, bounds[1:]))
 
 
 def chunk_ranges(total: int, workers: int) -> Iterator[tuple[int, int]]:

@@ -91,9 +91,13 @@ def run_signature(job, chunks: list[tuple[int, int]]) -> Signature:
     """The :class:`Signature` of ``job`` split into ``chunks``."""
     run = hashlib.sha256()
     identities = np.zeros(len(job.items), np.uint64)
+    known: dict[tuple[str, ...], int] = {}  # the members of one archive share its identity: one stat
     for index in range(len(job.items)):
         run.update(job.items.name(index).encode("utf-8", "surrogateescape") + b"\0")
-        identities[index] = _identity(job.items.files(index))
+        files = tuple(job.items.files(index))
+        if files not in known:
+            known[files] = _identity(list(files))
+        identities[index] = known[files]
     described = repr((len(job.items), chunks, job.options, job.layout, job.on_error,
                       None if job.mask is None else job.mask.describe(), job.audit))
     run.update(described.encode("utf-8"))

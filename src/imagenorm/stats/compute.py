@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import numpy as np
-
 from ..atomic import check_target
 from ..audit import flag_outliers
 from ..errors import EmptyDatasetError, ImagenormError
 from ..masks import MaskSpec
 from ..options import ReadOptions, check_choice, OptionError
-from ..sources import source_root
+from ..sources import StreamSource, source_root
 from ..version import __version__
 from . import accumulate, distributed
 from .accumulate import Job
 from .checkpoint import Checkpoint
 from .items import FileItems, ItemSource, as_item_source
+from ..containers import Selection
 from .measurement import Measurement
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
 from .state import common_dtype
@@ -37,14 +36,20 @@ def compute_stats(
     timeout: float | None = 300.0,
     checkpoint: str | os.PathLike | Checkpoint | None = None,
     progress: Callable[[int], None] | None = None,
+    column: str | None = None,
+    member: str | None = None,
+    split: str | None = None,
     **options: Any,
 ) -> DatasetStats:
     """Measure per-channel and pooled statistics of every pixel of ``source``.
 
     Args:
         source: a folder, glob, image file, ``.txt`` list of paths, list of paths,
-            map-style Dataset (items: tensor, array, PIL image, or ``(image, label)``),
-            a tensor (``(B, C, H, W)`` or one image), or a numpy array.
+            tar shards (WebDataset; braces expand), zip archives, parquet or Arrow files,
+            a ``save_to_disk`` folder, URLs (fsspec), a Hugging Face ``Dataset``,
+            ``DatasetDict`` or ``IterableDataset``, a map-style Dataset (items: tensor,
+            array, PIL image, or ``(image, label)``), a tensor (``(B, C, H, W)`` or one
+            image), or a numpy array.
         read_options: how to read the pixels (:class:`~imagenorm.options.ReadOptions`);
             its fields may also be given as keywords (``alpha="keep"``, ``mask="nonzero"``,
             ``dicom_values="stored"``, ``mixed_depth="scale"``, ...). They are recorded
@@ -67,6 +72,11 @@ def compute_stats(
             interruption resumes from it and gives exactly the uninterrupted result (it is
             removed at the end; under torch.distributed each rank keeps ``FILE.rank<r>``).
         progress: called with the number of items done after each chunk.
+        column: the image column of parquet/Arrow files and Hugging Face datasets (default:
+            the only image column).
+        member: the member of each WebDataset sample to measure, by extension (``"seg.png"``;
+            default: the sample's only image).
+        split: the split of a ``DatasetDict`` or of a folder of splits (default ``"train"``).
 
     Returns:
         The dataset's statistics. Integer data are exact; float data use float64
@@ -91,9 +101,12 @@ def compute_stats(
     check_choice("float_percentiles", float_percentiles)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise OptionError(f"workers must be a non-negative integer, got {workers!r}")
-    items, ignored = as_item_source(source, dicom_series=read_options.groups_series)
-    if len(items) == 0:
+    items, ignored = as_item_source(source, read_options.groups_series, Selection(column, member, split))
+    streamed = isinstance(items, StreamSource)  # a streamed dataset: no length, read in order
+    if not streamed and len(items) == 0:
         raise EmptyDatasetError("the dataset is empty")
+    if streamed and checkpoint is not None:
+        raise OptionError("checkpoint needs a source with a length (files, shards, a map-style dataset), not a stream")
     mask = MaskSpec.from_options(read_options, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     runner = Ranks(group, timeout) if distributed or group is not None else OneProcess()
     layout, first_name = runner.probe(items, read_options, on_error)
@@ -103,7 +116,7 @@ def compute_stats(
     if saver is not None:
         check_target(saver.path, regular=True)
     first_pass = runner.run(job, workers, progress, saver)
-    _check_counted(first_pass, len(items))
+    _check_counted(first_pass, first_pass.files + len(first_pass.skipped))
     float_results = _float_percentiles(runner, job, first_pass, workers, float_percentiles) if (
         percentiles and not first_pass.state.exact) else {}
     result = DatasetStats(
@@ -197,6 +210,8 @@ class Ranks(OneProcess):
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
 
     def shard(self, items):
+        if isinstance(items, StreamSource):
+            return items.shard(self.rank, self.world)
         return distributed.ShardItems(items, self.rank, self.world)
 
     def probe(self, items, options, on_error):

@@ -1,7 +1,8 @@
 """Statistics across ranks with torch.distributed: shards, and the reduction of partial state.
 
-Every rank reads its own shard of the item list (items ``rank, rank + world, ...``: no item
-twice, none skipped, no padding), reduces it to a :class:`~imagenorm.stats.measurement.Measurement`, and the ranks then
+Every rank reads its own shard of the item list (whole units such as tar shards or parquet
+row groups ``rank, rank + world, ...`` where there are at least ``world`` of them, else items
+``rank, rank + world, ...``: no item twice, none skipped, no padding), reduces it to a :class:`~imagenorm.stats.measurement.Measurement`, and the ranks then
 combine their states with collectives: fixed-size histograms and counts by ``all_reduce``
 (sum); everything else (float moments, ranged histograms, skipped lists, the audit) is
 gathered and merged in rank order, the same on every rank, so every rank ends with the
@@ -11,27 +12,42 @@ result of a single process: exactly for integer data, to rounding for floats.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 
-from ..errors import ImagenormError
+from ..errors import ImagenormError, ImagenormWarning, first_line
 from .items import ItemSource
 
 
-@dataclass
 class ShardItems(ItemSource):
-    """Rank ``rank``'s share of ``items``: every ``world``-th item from ``rank``."""
+    """Rank ``rank``'s share of ``items``: whole units (tar shards, row groups) ``rank, rank +
+    world, ...`` where there are at least ``world`` of them, else every ``world``-th item from
+    ``rank`` (a warning says when a rank is left with nothing)."""
 
-    items: ItemSource
-    rank: int
-    world: int
+    def __init__(self, items: ItemSource, rank: int, world: int) -> None:
+        self.items, self.rank, self.world = items, rank, world
+        units = items.units()
+        if units and len(units) >= world:
+            taken = units[rank::world]
+            self.indices = np.concatenate([np.arange(start, stop) for start, stop in taken] or [np.zeros(0, np.int64)])
+            self._units, first = [], 0
+            for start, stop in taken:
+                self._units.append((first, first + stop - start))
+                first += stop - start
+        else:
+            self.indices = np.arange(rank, len(items), world)
+            self._units = None
+            if len(items) < world:
+                warnings.warn(f"{len(items)} item(s) for {world} ranks: {world - len(items)} rank(s) measure nothing",
+                              ImagenormWarning, stacklevel=3)
+        self.hidden = items.hidden
 
     def __len__(self) -> int:
-        return max(0, (len(self.items) - self.rank + self.world - 1) // self.world)
+        return len(self.indices)
 
     def _global(self, index: int) -> int:
-        return self.rank + index * self.world
+        return int(self.indices[index])
 
     def name(self, index: int) -> str:
         return self.items.name(self._global(index))
@@ -57,6 +73,12 @@ class ShardItems(ItemSource):
 
     def global_index(self, index: int) -> int:
         return self._global(index)
+
+    def units(self) -> list[tuple[int, int]] | None:
+        return self._units
+
+    def read_whole(self, index: int) -> bool:
+        return self.items.read_whole(self._global(index))
 
 
 def process_group(group=None):
@@ -87,12 +109,8 @@ def check_ranks(group=None, timeout: float | None = None) -> None:
         else:
             dist.barrier(group=group)
     except RuntimeError as error:
-        raise ImagenormError(f"the ranks did not all arrive: {_first_line(error)}") from None
+        raise ImagenormError(f"the ranks did not all arrive: {first_line(error)}") from None
 
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def gather_merge(value, group=None):
@@ -112,7 +130,7 @@ def gather(value, group=None) -> list:
     try:
         dist.all_gather_object(gathered, value, group=group)
     except RuntimeError as error:
-        raise ImagenormError(f"a rank failed or timed out: {_first_line(error)}") from None
+        raise ImagenormError(f"a rank failed or timed out: {first_line(error)}") from None
     return gathered
 
 
@@ -125,7 +143,7 @@ def all_reduce_counts(counts: np.ndarray, group=None) -> np.ndarray:
     try:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     except RuntimeError as error:
-        raise ImagenormError(f"a rank failed or timed out while summing histograms: {_first_line(error)}") from None
+        raise ImagenormError(f"a rank failed or timed out while summing histograms: {first_line(error)}") from None
     return tensor.cpu().numpy()
 
 
@@ -157,7 +175,7 @@ def broadcast(value, group=None, source: int = 0):
     try:
         dist.broadcast_object_list(box, src=source, group=group)
     except RuntimeError as error:
-        raise ImagenormError(f"a rank failed or timed out: {_first_line(error)}") from None
+        raise ImagenormError(f"a rank failed or timed out: {first_line(error)}") from None
     return box[0]
 
 

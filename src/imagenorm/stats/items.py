@@ -15,61 +15,72 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ImagenormError, ReadError, display_path
+from ..options import OptionError
 from ..readers import (
     DecodedImage,
     ReadOptions,
     apply_channel_options,
-    array_channels,
-    bilevel,
-    channel_first,
-    channels_for,
     native_order,
     read_image,
 )
-from ..readers.numpy_file import to_channel_first
+from ..readers.objects import to_decoded
+from ..sources import ItemSource
 from .state import common_dtype
 
 
-class ItemSource:
-    """Indexable images with names."""
+class ConcatItems(ItemSource):
+    """Several item sources as one, in order."""
 
-    hidden: int = 0  # hidden files and folders skipped while the items were found (set by as_item_source)
-    only_decodes: bool = False  # load() runs imagenorm's readers and nothing else: no code that could keep
-    # a decoded array, so a loop done with each image may have them decode into a ReusedBuffer
+    def __init__(self, parts: list[ItemSource]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(part) for part in parts])
+        self.hidden = sum(part.hidden for part in parts)
+        self.only_decodes = all(part.only_decodes for part in parts)
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return int(self.starts[-1])
 
-    def name(self, index: int) -> str:
-        raise NotImplementedError
+    def _part(self, index: int) -> tuple[ItemSource, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        number = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return self.parts[number], index - int(self.starts[number])
 
-    def load(self, index: int, options: ReadOptions) -> DecodedImage:
-        raise NotImplementedError
+    def name(self, index):
+        return _call(self._part(index), "name")
 
-    def path(self, index: int) -> str | None:
-        """The file behind item ``index``, if there is one."""
-        return None
+    def load(self, index, options):
+        return _call(self._part(index), "load", options)
 
-    def key(self, index: int) -> str:
-        """A path that stands for item ``index`` (its file; a series' first slice)."""
-        return self.path(index) or self.name(index)
+    def path(self, index):
+        return _call(self._part(index), "path")
 
-    def files(self, index: int) -> list[str]:
-        """Every file item ``index`` is read from (none for in-memory items)."""
-        path = self.path(index)
-        return [] if path is None else [path]
+    def key(self, index):
+        return _call(self._part(index), "key")
 
-    def probe(self, index: int, options: ReadOptions) -> DecodedImage:
-        """Enough of item ``index`` to learn its dtype and channels (default: all of it)."""
-        return self.load(index, options)
+    def files(self, index):
+        return _call(self._part(index), "files")
 
-    def slices(self, index: int, options: ReadOptions) -> "SeriesSlices | None":
-        """Item ``index`` as slices decoded one at a time (a DICOM series), or None: load it whole."""
-        return None
+    def probe(self, index, options):
+        return _call(self._part(index), "probe", options)
 
-    def global_index(self, index: int) -> int:
-        """The item's place in the whole dataset (a shard maps its own indices)."""
-        return index
+    def slices(self, index, options):
+        return _call(self._part(index), "slices", options)
+
+    def read_whole(self, index):
+        return _call(self._part(index), "read_whole")
+
+    def units(self) -> list[tuple[int, int]] | None:
+        units = []
+        for part, start in zip(self.parts, self.starts):
+            own = part.units() or [(first, min(first + 64, len(part))) for first in range(0, len(part), 64)]
+            units += [(int(start) + first, int(start) + stop) for first, stop in own]
+        return units
+
+
+def _call(located: tuple[ItemSource, int], method: str, *args):
+    part, index = located
+    return getattr(part, method)(index, *args)
 
 
 @dataclass
@@ -367,59 +378,29 @@ class DatasetItems(ItemSource):
         return apply_channel_options(native_order(to_decoded(item, self.name(index))), options, self.name(index))
 
 
-def to_decoded(item: Any, name: str) -> DecodedImage:
-    """Convert one dataset item to a DecodedImage, by the rules files follow.
-
-    Bool samples become uint8 0 and 255 (:func:`~imagenorm.readers.bilevel`); a PIL image is
-    read as a decoded file's frame is (palette expanded, CMYK and YCbCr refused).
-    """
-    if isinstance(item, (tuple, list)) and item:
-        item = item[0]
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(item, torch.Tensor):
-            if item.dtype.is_complex:
-                raise ReadError(name, f"expected pixel values (integer, bool or float), got {item.dtype}")
-            if item.dtype == torch.bfloat16:  # numpy has no bfloat16; every value is a float32 value
-                item = item.float()
-            array = item.detach().cpu().numpy()
-            if array.ndim not in (2, 3, 4):
-                raise ReadError(name, f"expected a tensor of shape (H, W), (C, H, W) or (C, D, H, W), got {tuple(item.shape)}")
-            pixels = bilevel(array[None] if array.ndim == 2 else array)
-            return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
-    if "PIL" in sys.modules:
-        from PIL import Image
-
-        if isinstance(item, Image.Image):
-            from ..readers.pillow import frame_array
-
-            array, palette = frame_array(item, name)
-            pixels = channel_first(array)
-            return DecodedImage(pixels=pixels, channels=channels_for(pixels.shape[0]), palette=palette)
-    if isinstance(item, np.ndarray):
-        if item.dtype.kind not in "uifb":
-            raise ReadError(name, f"unsupported array dtype {item.dtype}")
-        pixels = bilevel(to_channel_first(item, name))
-        return DecodedImage(pixels=pixels, channels=array_channels(pixels.shape[0]))
-    raise ReadError(name, f"expected a tensor, numpy array or PIL image, got {type(item).__name__}")
-
-
-def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, int]:
+def as_item_source(source: Any, dicom_series: bool = True, selection=None) -> tuple[ItemSource, int]:
     """(ItemSource, number of non-image files passed over) for any supported source.
 
     With ``dicom_series``, the slices of a DICOM series form one item. The item source's
-    ``hidden`` says how many hidden files and folders were skipped unread.
+    ``hidden`` says how many hidden files and folders were skipped unread. ``selection``
+    (:class:`~imagenorm.containers.Selection`) chooses the images of container sources (tar
+    shards, zip, parquet/Arrow, URLs) and Hugging Face datasets.
     """
-    from ..sources import find_images
+    from .. import containers
 
+    selection = selection or containers.Selection()
     if isinstance(source, ItemSource):
         return source, 0
     if isinstance(source, (str, bytes, os.PathLike)) or _is_path_list(source):
-        found = find_images(source)
-        items = _file_items(found.paths, dicom_series)
-        items.hidden = found.hidden
-        return items, found.ignored
+        return _named_items([os.fspath(item) for item in ([source] if isinstance(source, (str, bytes, os.PathLike))
+                                                          else source)], dicom_series, selection)
+    from ..containers import hf
+
+    if hf.is_hf_dataset(source):
+        return hf.hf_items(source, selection), 0
+    if selection != containers.Selection():
+        raise OptionError(f"{_given(selection)} applies to tar, zip, parquet and Arrow sources and Hugging Face "
+                                     f"datasets, not to a {type(source).__name__}")
     if "torch" in sys.modules:
         import torch
 
@@ -435,6 +416,67 @@ def as_item_source(source: Any, dicom_series: bool = True) -> tuple[ItemSource, 
         f"cannot read images from a {type(source).__name__}: expected a path, glob, list of paths, "
         "text file, map-style Dataset, tensor or array"
     )
+
+
+def _named_items(named: list, dicom_series: bool, selection) -> tuple[ItemSource, int]:
+    """Files, folders and globs as file items; containers (tar, zip, parquet, Arrow, URLs) as
+    their members; several runs of each as one source, in the order named."""
+    from ..containers import Selection, container_items, identity, is_container_source
+    from ..sources import find_images
+
+    named = [os.fsdecode(item) for item in named]
+    runs: list[tuple[bool, list[str]]] = []
+    for item in named:
+        inside = is_container_source(item)
+        if runs and runs[-1][0] == inside:
+            runs[-1][1].append(item)
+        else:
+            runs.append((inside, [item]))
+    if selection != Selection() and not any(inside for inside, _ in runs):
+        raise OptionError(f"{_given(selection)} applies to tar, zip, parquet and Arrow sources, not to image files")
+    parts, ignored, seen = [], 0, set()  # seen: every file taken, so that one named twice is read once
+    for inside, items in runs:
+        if inside:
+            part = container_items(items, selection, seen)
+            ignored += part.ignored
+        else:
+            found = _found_images(items, find_images)
+            paths = found.paths
+            if len(runs) > 1:  # files and archives named together: each file once
+                paths = [path for path in paths if identity(path) not in seen]
+                seen.update(map(identity, paths))
+            part = _file_items(paths, dicom_series)
+            part.hidden, ignored = found.hidden, ignored + found.ignored
+        if len(part):
+            parts.append(part)
+    if not parts:
+        from ..errors import EmptyDatasetError
+
+        raise EmptyDatasetError(f"no images found under {', '.join(map(display_path, named))}")
+    return (parts[0] if len(parts) == 1 else ConcatItems(parts)), ignored
+
+
+def _found_images(items: list[str], find_images):
+    """``find_images(items)``; a folder without images but with containers says how to name them."""
+    from ..containers import CONTAINER_SUFFIXES
+    from ..errors import EmptyDatasetError
+
+    try:
+        return find_images(items)
+    except EmptyDatasetError as error:
+        for item in items:
+            if os.path.isdir(item):
+                inside = sorted(name for name in os.listdir(item) if name.lower().endswith(CONTAINER_SUFFIXES))
+                if inside:
+                    kinds = sorted({os.path.splitext(name)[1] for name in inside})
+                    raise EmptyDatasetError(
+                        f"{error}; it holds {len(inside)} {'/'.join(kinds)} file(s), which are read when named: "
+                        f"e.g. '{os.path.join(display_path(item), '*' + kinds[0])}'") from None
+        raise
+
+
+def _given(selection) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in vars(selection).items() if value is not None)
 
 
 def _file_items(paths: list[str], dicom_series: bool) -> ItemSource:
