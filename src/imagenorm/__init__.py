@@ -1,7 +1,8 @@
 """imagenorm: exact dataset statistics and correct, fast normalization for PyTorch.
 
 Measuring (``compute_stats``, ``DatasetStats``) needs no torch; the transforms and datasets
-import it on first use, so ``imagenorm stats`` starts quickly.
+import it on first use, and ``compute_stats`` and the readers are imported when first used,
+so ``imagenorm stats`` starts quickly and ``show``/``compare``/``report`` quicker still.
 
 Example:
     >>> import numpy as np, imagenorm
@@ -14,12 +15,14 @@ import importlib
 
 from .errors import EmptyDatasetError, ImagenormError, ReadError, StatsFileError
 from .options import OptionConflictError, OptionError, ReadOptions
-from .readers import decode_image, read_image
-from .stats import PERCENTILES, DatasetStats, Summary, compute_stats
+from .stats import PERCENTILES, DatasetStats, Summary
 from .version import __version__
 
-# Public names that need torch, and the module each lives in (imported on first access).
+# Public names imported on first access (they need torch, or the readers), and their module.
 _LAZY = {
+    "compute_stats": "stats",
+    "read_image": "readers",
+    "decode_image": "readers",
     "functional": None,
     "ImageFolderDataset": "datasets",
     "NormalizedDataset": "datasets",
@@ -40,8 +43,7 @@ _LAZY = {
     "hf_transform": "container_datasets",
 }
 
-__all__ = ["__version__", "compute_stats", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", "read_image",
-           "decode_image", *_LAZY,
+__all__ = ["__version__", "DatasetStats", "ReadOptions", "Summary", "PERCENTILES", *_LAZY,
            "ImagenormError", "ReadError", "EmptyDatasetError", "StatsFileError", "OptionError", "OptionConflictError"]
 
 

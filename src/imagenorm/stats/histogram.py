@@ -193,8 +193,13 @@ def histogram_moments(counts: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
 def exact_moments(values: np.ndarray, counts: np.ndarray) -> tuple[int, Fraction, Fraction]:
     """``(n, mean, M2)`` of integer data given as values with counts, exactly (Python integers)."""
     n = int(counts.sum())
-    total = sum(int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
-    squares = sum(int(v) * int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+    largest = int(np.abs(values).max()) if values.size else 0
+    if largest * largest * n < 2 ** 63:  # no int64 sum can overflow: numpy's integer dot is exact
+        wide, weights = values.astype(np.int64), counts.astype(np.int64)
+        total, squares = int(weights @ wide), int(weights @ (wide * wide))
+    else:
+        total = sum(int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
+        squares = sum(int(v) * int(v) * int(c) for v, c in zip(values.tolist(), counts.tolist()))
     return n, Fraction(total, n), Fraction(n * squares - total * total, n)
 
 

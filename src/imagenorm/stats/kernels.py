@@ -11,7 +11,6 @@ store. About 1,000 megapixels per second for interleaved 8-bit RGB on one core
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ..compiled import kernel
 
@@ -180,7 +179,7 @@ def float_moments(pixels: np.ndarray) -> np.ndarray:
     return result
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _bin_index(value, low, scale, bins):  # pragma: no cover - compiled
     """The float histogram's bin of ``value``: ``clip(int((value - low) * scale), 0, bins - 1)``."""
     index = np.int64((value - low) * scale)

@@ -193,11 +193,12 @@ class DatasetStats:
     @property
     def has_unit_scale(self) -> bool:
         """Whether raw / ``value_scale`` is a meaningful [0, 1] scale: 8- and 16-bit integers
-        (as torchvision's ``ToDtype(scale=True)``) and floats; not int32 values such as HU, nor
-        physical values gathered from several containers (8- and 16-bit DICOM modality values)."""
+        (as torchvision's ``ToDtype(scale=True)``) and floats; never values in physical units
+        (DICOM modality values such as HU, NIfTI values), whatever their dtype."""
         kind = np.dtype(self.dtype)
-        promoted = "physical" in self.measurement.units and len(set(self.source_dtypes) - self.measurement.scaled) > 1
-        return not promoted and (kind.kind == "f" or kind.kind in "ui" and kind.itemsize <= 2)
+        if "physical" in self.measurement.units:  # HU and other physical values: their units are the scale
+            return False
+        return kind.kind == "f" or kind.kind in "ui" and kind.itemsize <= 2
 
     def normalize_line(self, digits: int = 6) -> str:
         """A paste-ready torchvision ``Normalize`` in the [0, 1] scale, ``digits`` significant digits.
@@ -246,6 +247,14 @@ class DatasetStats:
             alpha=_merged_alpha(self.alpha, other.alpha),
             created_by=self.created_by,
         )
+
+    def compare(self, other: "DatasetStats", *, max_wasserstein: float = 0.1, max_ks: float = 0.1):
+        """How ``other`` (a test set, a new scanner) differs from these statistics: mean shift,
+        std ratio, Wasserstein-1, KS and PSI per channel and pooled, exact for integer data;
+        drift above the thresholds (see :func:`imagenorm.compare.compare_stats`)."""
+        from ..compare import compare_stats
+
+        return compare_stats(self, other, max_wasserstein=max_wasserstein, max_ks=max_ks)
 
     def all_reduce(self, group=None) -> "DatasetStats":
         """The statistics of every rank's data together, on every rank (like torchmetrics' ``sync``).
