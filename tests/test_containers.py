@@ -623,3 +623,16 @@ def test_stream_skips_a_damaged_shard_and_decoders_pickle(tmp_path, rgb16):
     assert keys == ["000", "001", "002", "006", "007", "008"]
     for decoder in (imagenorm.wds_decoder(), imagenorm.hf_transform(imagenorm.Standardize.from_stats(imagenorm.compute_stats(rgb16)))):
         assert type(pickle.loads(pickle.dumps(decoder))) is type(decoder)
+
+
+def test_a_missing_url_backend_says_what_to_install(monkeypatch):
+    import fsspec
+
+    def missing(url, **options):
+        raise ImportError('HTTPFileSystem requires "aiohttp" to be installed')
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
+    with pytest.raises(imagenorm.ImagenormError, match=r"http://host/a\.tar: .*pip install 'imagenorm\[remote\]'"):
+        imagenorm.compute_stats("http://host/a.tar")
+    with pytest.raises(imagenorm.ImagenormError, match="s3fs"):
+        imagenorm.compute_stats("s3://bucket/a.tar")

@@ -58,7 +58,9 @@ def remote_filesystem(url: str):
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as error:
-        raise ImagenormError(f"{url}: no fsspec backend for this URL ({first_line(error)})") from None
+        hint = "pip install 'imagenorm[remote]'" if url.lower().startswith(("http://", "https://")) else \
+            "install the fsspec backend of its scheme (s3fs, gcsfs, huggingface_hub, ...)"
+        raise ImagenormError(f"{url}: no fsspec backend for this URL: {hint} ({first_line(error)})") from None
 
 
 class Storage:
