@@ -636,3 +636,11 @@ def test_a_missing_url_backend_says_what_to_install(monkeypatch):
         imagenorm.compute_stats("http://host/a.tar")
     with pytest.raises(imagenorm.ImagenormError, match="s3fs"):
         imagenorm.compute_stats("s3://bucket/a.tar")
+
+
+def test_warnings_point_at_the_callers_line(tmp_path, rgb16):
+    write_shards(tmp_path / "s", pngs(rgb16), per_shard=9)
+    (tmp_path / "z.tgz").write_bytes(gzip.compress((tmp_path / "s" / "train-000000.tar").read_bytes()))
+    with pytest.warns(ImagenormWarning) as record:
+        imagenorm.compute_stats(tmp_path / "z.tgz", workers=3)
+    assert record[0].filename == __file__

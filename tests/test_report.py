@@ -388,3 +388,15 @@ def test_charts_leave_matplotlib_settings_as_the_program_set_them():
         page = render_report(stats)
         assert dict(matplotlib.rcParams) == before
     assert "<svg" in page and 'stroke-width="7' not in page  # drawn in matplotlib's defaults, not the caller's style
+
+
+def test_report_takes_the_drift_thresholds_of_compare(tmp_path, rng):
+    from imagenorm.report import render_report
+
+    data = rng.integers(0, 4096, (3, 3, 20, 20)).astype(np.uint16)
+    train, test = imagenorm.compute_stats(data), imagenorm.compute_stats((data * 1.5).astype(np.uint16))
+    assert 'data-verdict="drift"' in render_report(train, compare=test)
+    relaxed = render_report(train, compare=test, max_wasserstein=100.0, max_ks=1.0)
+    assert "exceeds 100.0 reference stds" in relaxed and 'data-verdict="no drift"' in relaxed
+    with pytest.raises(imagenorm.OptionError, match="max_kss"):
+        render_report(train, compare=test, max_kss=1.0)

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -33,7 +32,7 @@ from .containers import Selection, shard_locations
 from .containers.archives import TAR_DAMAGE, sample_image, split_key, tar_infos, tar_stream
 from .containers.storage import Storage
 from .datasets import resolve_read_options
-from .errors import ImagenormError, ImagenormWarning, ReadError
+from .errors import ImagenormError, ReadError, warn
 from .options import ReadOptions, check_choice
 from .readers import DecodedImage, decode_image, image_extension
 from .sources import StreamSource
@@ -131,8 +130,8 @@ class ShardStreamDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         readers = world * workers
         if len(self.shards) < readers:
-            warnings.warn(f"{len(self.shards)} shard(s) for {world} rank(s) x {workers} worker(s): "
-                          f"{readers - len(self.shards)} reader(s) get no shard", ImagenormWarning, stacklevel=2)
+            warn(f"{len(self.shards)} shard(s) for {world} rank(s) x {workers} worker(s): "
+                          f"{readers - len(self.shards)} reader(s) get no shard")
         return self.shards[rank + world * worker::readers]
 
     def __iter__(self) -> Iterator:
@@ -141,7 +140,7 @@ class ShardStreamDataset(IterableDataset):
                 if isinstance(item, ReadError):
                     if self.on_error == "fail":
                         raise item
-                    warnings.warn(f"skipped {item}", ImagenormWarning, stacklevel=2)
+                    warn(f"skipped {item}")
                     continue
                 key, name, data = item
                 try:
@@ -149,7 +148,7 @@ class ShardStreamDataset(IterableDataset):
                 except ReadError as error:
                     if self.on_error == "fail":
                         raise
-                    warnings.warn(f"skipped {error}", ImagenormWarning, stacklevel=2)
+                    warn(f"skipped {error}")
                     continue
                 if self.transform is not None:
                     image = self.transform(image)

@@ -13,6 +13,19 @@ class ImagenormWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. fewer shards than workers)."""
 
 
+def warn(message: str) -> None:
+    """Issue an :class:`ImagenormWarning` at the caller's line outside imagenorm (the frame that
+    called into the library), whatever the depth of the call inside it."""
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # 1 is this function; 2 its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, ImagenormWarning, stacklevel=level)
+
+
 class ReadError(ImagenormError):
     """A file could not be read as an image; names the file and the reason."""
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import EmptyDatasetError, ImagenormError, ImagenormWarning, ReadError, display_path
+from ..errors import EmptyDatasetError, ImagenormError, ReadError, display_path, warn
 from ..options import OptionError
 from ..readers import DecodedImage, ReadOptions, decode_image
 from ..sources import ItemSource
@@ -180,8 +179,8 @@ def _of_split(locations: list[str], split: str | None, item: str) -> list[str]:
     kept = [location for location in locations if location not in tables or split_of(location) == chosen]
     others = [name for name in splits if name != chosen]
     if others or len(kept) < len(locations):
-        warnings.warn(f"{display_path(item)}: measuring split {chosen!r}; {len(locations) - len(kept)} parquet file(s) "
-                      f"of other splits ({', '.join(others) or 'none named'}) left out", ImagenormWarning, stacklevel=2)
+        warn(f"{display_path(item)}: measuring split {chosen!r}; {len(locations) - len(kept)} parquet file(s) "
+                      f"of other splits ({', '.join(others) or 'none named'}) left out")
     return kept
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ImagenormError, InputError, display_path
+from ..options import OptionError
 from ..stats.result import DatasetStats
 from ..stats.summary import PERCENTILES, Summary, percentile_key
 from ..version import __version__
@@ -42,7 +43,7 @@ class Chart:
 
 
 def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathLike | None = None,
-                  compare: DatasetStats | str | os.PathLike | None = None) -> str:
+                  compare: DatasetStats | str | os.PathLike | None = None, **thresholds: float) -> str:
     """The HTML report of ``stats`` as text.
 
     Args:
@@ -50,7 +51,8 @@ def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathL
         audit: the per-image audit CSV of the same run (``imagenorm stats --audit``): the
             flagged images get their numbers and thumbnails.
         compare: another dataset's statistics (or stats file): its histograms overlaid on
-            these, and the drift numbers of :func:`imagenorm.compare.compare_stats`.
+            these, and the drift numbers of :func:`imagenorm.compare.compare_stats`
+            (``max_wasserstein=``, ``max_ks=``: its drift thresholds).
 
     Raises:
         ImagenormError: jinja2 or matplotlib missing (the ``report`` extra), an unreadable
@@ -72,7 +74,7 @@ def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathL
         for index, (key, histogram) in enumerate(zip(keys, drawn)):
             linear, log = charts.histogram_chart(histogram, summaries[index], xlabel, f"h{index}")
             histogram_charts.append(Chart(key, key, markup(linear), markup(log), summaries[index]))
-    comparison = None if other is None else _comparison(stats, other, markup)
+    comparison = None if other is None else _comparison(stats, other, markup, thresholds)
     context = {
         "stats": stats,
         "title": _title(stats),
@@ -100,7 +102,7 @@ def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathL
 
 
 def write_report(stats: DatasetStats | str | os.PathLike, path: str | os.PathLike, audit: str | os.PathLike | None = None,
-                 compare: DatasetStats | str | os.PathLike | None = None) -> None:
+                 compare: DatasetStats | str | os.PathLike | None = None, **thresholds: float) -> None:
     """Write :func:`render_report`'s page to ``path`` atomically (a temporary file, then rename).
 
     Raises:
@@ -110,7 +112,7 @@ def write_report(stats: DatasetStats | str | os.PathLike, path: str | os.PathLik
     from ..atomic import atomic_write, check_target
 
     check_target(path)
-    page = render_report(stats, audit=audit, compare=compare)
+    page = render_report(stats, audit=audit, compare=compare, **thresholds)
     with atomic_write(path) as file:
         file.write(page)
 
@@ -167,7 +169,8 @@ def _measured(stats: DatasetStats) -> list[tuple[str, str]]:
             ("dtype", stats.dtype + (f" (decoded as {', '.join(stats.source_dtypes)})"
                                      if stats.source_dtypes != (stats.dtype,) else "")),
             ("value scale", f"{stats.value_scale:g}: the [0, 1] scale is raw / {stats.value_scale:g}"
-             if stats.has_unit_scale else f"{stats.value_scale:g}; these values have no [0, 1] scale"),
+             if stats.has_unit_scale else "none: these values have no [0, 1] scale" + (
+                 " (physical units)" if "physical" in stats.measurement.units else "")),
             ("pixels per channel", f"{stats.channels[0].count:,}" if stats.channels else "0"),
             ("percentiles", stats.percentile_method)]
     if stats.significant_bits is not None:
@@ -233,12 +236,15 @@ def _spread(stats: DatasetStats) -> list[dict] | None:
              "std_of_stds": std(spread.stds, c)} for c, name in enumerate(stats.channel_names)]
 
 
-def _comparison(stats: DatasetStats, other: DatasetStats, markup) -> dict:
+def _comparison(stats: DatasetStats, other: DatasetStats, markup, thresholds: dict) -> dict:
     """Overlays per channel (and pooled) and the drift numbers of :mod:`imagenorm.compare`."""
     from ..compare import compare_stats
     from . import charts
 
-    numbers = compare_stats(stats, other).to_dict()
+    unknown = sorted(set(thresholds) - {"max_wasserstein", "max_ks"})
+    if unknown:
+        raise OptionError(f"unknown option {unknown[0]!r}; the drift thresholds are max_wasserstein and max_ks")
+    numbers = compare_stats(stats, other, **thresholds).to_dict()
     unit = numbers["scale"] == "[0, 1]"
     mine, theirs = charts.histograms(stats), charts.histograms(other)
     overlays = []

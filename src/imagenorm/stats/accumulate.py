@@ -20,13 +20,12 @@ import functools
 import itertools
 import multiprocessing
 import sys
-import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
-from ..errors import EmptyDatasetError, ImagenormWarning, ReadError
+from ..errors import EmptyDatasetError, ReadError, warn
 from ..audit import image_row
 from ..masks import MaskSpec
 from ..readers import DecodedImage, ReadOptions, ReusedBuffer
@@ -396,9 +395,8 @@ def plan_chunks(items: ItemSource, workers: int) -> list[tuple[int, int]]:
     few = len(units) < max(1, workers)
     whole = [items.read_whole(start) for start, _ in units]
     if few and any(whole):
-        warnings.warn(f"{len(units)} shard(s) or row group(s) for {workers} workers: each is split between workers by "
-                      "its members, and each worker reads a compressed or remote shard, or a parquet row group, whole",
-                      ImagenormWarning, stacklevel=3)
+        warn(f"{len(units)} shard(s) or row group(s) for {workers} workers: each is split between workers by "
+                      "its members, and each worker reads a compressed or remote shard, or a parquet row group, whole")
     share = -(-workers // len(units))  # pieces per unit that give every worker work
     pieces = [(share if few else 1) if read_whole else max(-(-(stop - start) // 256), 4 * share if few else 1)
               for (start, stop), read_whole in zip(units, whole)]

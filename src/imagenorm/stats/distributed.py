@@ -12,11 +12,10 @@ result of a single process: exactly for integer data, to rounding for floats.
 from __future__ import annotations
 
 import datetime
-import warnings
 
 import numpy as np
 
-from ..errors import ImagenormError, ImagenormWarning, first_line
+from ..errors import ImagenormError, first_line, warn
 from .items import ItemSource
 
 
@@ -39,8 +38,7 @@ class ShardItems(ItemSource):
             self.indices = np.arange(rank, len(items), world)
             self._units = None
             if len(items) < world:
-                warnings.warn(f"{len(items)} item(s) for {world} ranks: {world - len(items)} rank(s) measure nothing",
-                              ImagenormWarning, stacklevel=3)
+                warn(f"{len(items)} item(s) for {world} ranks: {world - len(items)} rank(s) measure nothing")
         self.hidden = items.hidden
 
     def __len__(self) -> int:
