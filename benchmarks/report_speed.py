@@ -50,17 +50,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="imagenorm-report-")
+    with tempfile.TemporaryDirectory(prefix="imagenorm-report-") as folder:
+        run(folder, args.rounds)
+
+
+def run(folder: str, rounds: int) -> None:
     train, test = sixteen_bit_stats_files(folder)
     stats, other = imagenorm.DatasetStats.load(train), imagenorm.DatasetStats.load(test)
     used = int(np.count_nonzero(stats.state.counts[0]))
     page, compared = os.path.join(folder, "report.html"), os.path.join(folder, "compare.html")
     write_report(stats, page)  # warm: imports, fonts
-    in_memory = best(lambda: write_report(stats, page), args.rounds)
-    with_loading = best(lambda: write_report(imagenorm.DatasetStats.load(train), page), args.rounds)
-    with_compare = best(lambda: write_report(stats, compared, compare=other), args.rounds)
+    in_memory = best(lambda: write_report(stats, page), rounds)
+    with_loading = best(lambda: write_report(imagenorm.DatasetStats.load(train), page), rounds)
+    with_compare = best(lambda: write_report(stats, compared, compare=other), rounds)
     command = [sys.executable, "-m", "imagenorm", "report", train, "-o", page]
-    command_line = best(lambda: subprocess.run(command, check=True, capture_output=True), args.rounds)
+    command_line = best(lambda: subprocess.run(command, check=True, capture_output=True), rounds)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"stats file: {os.path.getsize(train) / 1e6:.2f} MB, bins used in channel 0: {used:,} of 65,536")
     print(f"write_report, loaded statistics:       {in_memory:.3f} s")

@@ -46,6 +46,7 @@ from common import interleaved_best, machine, photo_jpegs, photo_pngs  # noqa: E
 
 import imagenorm  # noqa: E402
 from imagenorm.readers import jpeg  # noqa: E402
+from imagenorm.readers.base import read_file  # noqa: E402
 from imagenorm.stats import kernels  # noqa: E402
 
 torch.set_num_threads(1)
@@ -57,14 +58,9 @@ def decode_only(paths: list[str]) -> None:
             np.asarray(image)
 
 
-def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
 def fast_decode(decoder: Callable[[bytes], np.ndarray], paths: list[str]) -> None:
     for path in paths:
-        decoder(read_bytes(path))
+        decoder(read_file(path))
 
 
 def check_exact(decoder: Callable[[bytes], np.ndarray], paths: list[str]) -> float:
@@ -73,7 +69,7 @@ def check_exact(decoder: Callable[[bytes], np.ndarray], paths: list[str]) -> flo
     for path in paths:
         with Image.open(path) as image:
             expected = np.asarray(image)
-        got = decoder(read_bytes(path))
+        got = decoder(read_file(path))
         if got.shape != expected.shape or got.dtype != expected.dtype or not np.array_equal(got, expected):
             differ = int(np.count_nonzero(got != expected)) if got.shape == expected.shape else "all"
             raise SystemExit(

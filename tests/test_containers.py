@@ -644,3 +644,17 @@ def test_warnings_point_at_the_callers_line(tmp_path, rgb16):
     with pytest.warns(ImagenormWarning) as record:
         imagenorm.compute_stats(tmp_path / "z.tgz", workers=3)
     assert record[0].filename == __file__
+
+
+def test_a_shard_and_its_hard_link_are_one_shard(tmp_path, rgb16):
+    pattern = write_shards(tmp_path / "s", pngs(rgb16)[:3], per_shard=3)
+    shard = tmp_path / "s" / "train-000000.tar"
+    os.link(shard, tmp_path / "linked.tar")
+    assert imagenorm.compute_stats([str(shard), str(tmp_path / "linked.tar")]).files == 3
+    assert len(imagenorm.ShardStreamDataset([pattern, str(tmp_path / "linked.tar")]).shards) == 1
+
+
+def test_a_plain_bytes_path_struct_column_is_an_image_column(rgb16):
+    dataset = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": p.name} for p in pngs(rgb16)]})
+    assert not isinstance(dataset.features["image"], datasets.Image)  # a struct, as from_dict makes it
+    assert stats_dict(imagenorm.compute_stats(dataset)) == stats_dict(imagenorm.compute_stats(rgb16))

@@ -155,6 +155,9 @@ CASES = {
     "float-4d.nii.gz": (nifti, _nifti(nibabel.Nifti1Image, lambda rng: rng.normal(size=(6, 5, 4, 2)).astype(np.float32))),
     "rgb24.nii": (nifti, _nifti(nibabel.Nifti1Image, _rgb24)),
 }
+# Cases whose module reads a path by another route than decode(read_file(path)): for Netpbm the
+# two are one function, so comparing them proves nothing (its values are checked in test_reader_formats)
+READ_OTHERWISE = [case for case, (module, _) in CASES.items() if module is not netpbm]
 OPTIONS = [ReadOptions(), ReadOptions(nifti_4d="pooled", max_pixels=10**6, alpha="keep", convert="gray")]
 
 
@@ -171,7 +174,7 @@ def write(tmp_path, rng):
 
 # ------------------------------------------------------------------------------- the same image
 @pytest.mark.parametrize("options", OPTIONS, ids=["default", "pooled"])
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", READ_OTHERWISE)
 def test_decode_gives_what_read_gives(write, case, options):
     path, module = write(case)
     assert_same(module.decode(read_file(path), path, options), module.read(path, options))
@@ -253,6 +256,8 @@ def test_data_cut_short_are_refused_naming_the_name(write, tmp_path, case, at, r
     with pytest.raises(ReadError, match=reason + "$") as decoded:
         module.decode(data, name, ReadOptions())
     assert decoded.value.path == name and str(decoded.value).startswith(f"{name}: ")
+    if case not in READ_OTHERWISE:
+        return
     Path(path).write_bytes(data)
     with pytest.raises(ReadError) as read:  # the file cut alike is refused for the same reason
         module.read(path, ReadOptions())

@@ -291,7 +291,6 @@ def test_a_16_bit_rgb_report_stays_small(tmp_path):
 
 # --- comparison -----------------------------------------------------------------------------
 def test_compare_overlays_each_channel_and_shows_the_drift(tmp_path, rng):
-    pytest.importorskip("imagenorm.compare")
     reference = imagenorm.compute_stats(str(rgb16_folder(tmp_path / "a", rng)))
     other = imagenorm.compute_stats(str(rgb16_folder(tmp_path / "b", rng, shift=8000)))
     page = report.render_report(reference, compare=other)
@@ -302,14 +301,12 @@ def test_compare_overlays_each_channel_and_shows_the_drift(tmp_path, rng):
 
 
 def test_compare_in_the_unit_scale_across_dtypes(rgb8, tmp_path, rng):
-    pytest.importorskip("imagenorm.compare")
     other = imagenorm.compute_stats(str(rgb16_folder(tmp_path / "b", rng)))
     page = report.render_report(rgb8, compare=other)
     assert "[0, 1] scale" in page and Page(page).count("data-overlay") == 4
 
 
 def test_incomparable_statistics_leave_the_old_report(rgb8, tmp_path):
-    pytest.importorskip("imagenorm.compare")
     target = tmp_path / "report.html"
     target.write_text("old", encoding="utf-8")
     with pytest.raises(ImagenormError, match="channels"):
@@ -358,7 +355,6 @@ def test_command_line(rgb8, tmp_path, rng):
 
 
 def test_command_line_with_audit_and_compare(tmp_path, rng):
-    pytest.importorskip("imagenorm.compare")
     runner = CliRunner()
     folder = rgb16_folder(tmp_path / "a", rng)
     result = runner.invoke(app, ["stats", str(folder), "-o", str(tmp_path / "a.json"), "--audit", str(tmp_path / "a.csv")])

@@ -147,8 +147,9 @@ def apply_normalization(
     transform = build_transform(stats, options, mask=mask)
     manifest = _open_manifest(output, _settings(options, reading, stats_path, root))
     _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
-    sources = [{"source": display_path(os.path.relpath(os.path.abspath(key), root)), "identity": _identity(items, index)}
-               for index, key in enumerate(keys)]
+    stated: dict[str, str] = {}  # the members of one archive share its identity: one stat
+    sources = [{"source": display_path(os.path.relpath(os.path.abspath(key), root)),
+                "identity": _identity(items.files(index), stated)} for index, key in enumerate(keys)]
     targets = [os.path.join(output, name) for name in names]
     _refuse_outside(output, targets, keys)
     done = frozenset(index for index, name in enumerate(names)
@@ -206,16 +207,16 @@ def _source_folders(items: ItemSource, root: str, source: PathSource) -> list[st
     return [root, *named_folders(source)]
 
 
-def _identity(items: ItemSource, index: int) -> str:
-    """Size and modification time of every file behind item ``index``."""
-    parts = []
-    for path in items.files(index):
-        try:
-            info = os.stat(path)
-            parts.append(f"{info.st_size}:{info.st_mtime_ns}")
-        except OSError:
-            parts.append("missing")
-    return ";".join(parts)
+def _identity(paths: list[str], stated: dict[str, str]) -> str:
+    """Size and modification time of every file behind an item (each file stated once)."""
+    for path in paths:
+        if path not in stated:
+            try:
+                info = os.stat(path)
+                stated[path] = f"{info.st_size}:{info.st_mtime_ns}"
+            except OSError:
+                stated[path] = "missing"
+    return ";".join(stated[path] for path in paths)
 
 
 def _open_manifest(output: str, settings: dict) -> dict:

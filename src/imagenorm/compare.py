@@ -99,7 +99,7 @@ def distributions(stats: Any, scale: float = 1.0) -> list[Distribution]:
     """
     if stats.exact:
         counts = stats.state.counts
-        values = (stats.state.offset + np.arange(counts.shape[1])) / scale
+        values = stats.state.values / scale
         return [_discrete(values, row) for row in [*counts, counts.sum(axis=0)]]
     if stats.float_histograms is None:
         raise ImagenormError("these float statistics carry no histogram (merged, or measured with percentiles=False); "
@@ -260,11 +260,12 @@ def compare_stats(reference: Any, other: Any, *, max_wasserstein: float = MAX_WA
                               f"got {type(stats).__name__}")
     scales, scale_name, notes = _common_scale(reference, other)
     mine, theirs = distributions(reference, scales[0]), distributions(other, scales[1])
-    summaries = zip([*reference.channel_names, "pooled"], [*reference.channels, reference.pooled],
-                    [*other.channels, other.pooled], mine, theirs)
+    single = len(reference.channel_names) == 1  # pooled is the channel: measured once
+    summaries = list(zip([*reference.channel_names, "pooled"], [*reference.channels, reference.pooled],
+                         [*other.channels, other.pooled], mine, theirs))[:1 if single else None]
     drifts = [_channel(name, a, b, scales, first, second, max_wasserstein, max_ks) for name, a, b, first, second in summaries]
-    if len(reference.channel_names) == 1:
-        drifts[-1] = ChannelDrift(**{**asdict(drifts[0]), "name": "pooled"})
+    if single:
+        drifts.append(ChannelDrift(**{**asdict(drifts[0]), "name": "pooled"}))
     return Comparison(scale_name, drifts[:-1], drifts[-1], max_wasserstein, max_ks, notes)
 
 
@@ -277,8 +278,9 @@ def _common_scale(reference: Any, other: Any) -> tuple[tuple[float, float], str,
     if "physical" in units and units != {"physical"}:
         raise ImagenormError("cannot compare values in physical units (DICOM modality values, NIfTI) with raw pixel values")
     notes = []
-    differing = {key: (value, other.read_options.to_dict()[key]) for key, value in reference.read_options.to_dict().items()
-                 if key != "mask_dir" and value != other.read_options.to_dict()[key]}
+    theirs = other.read_options.to_dict()
+    differing = {key: (value, theirs[key]) for key, value in reference.read_options.to_dict().items()
+                 if key != "mask_dir" and value != theirs[key]}
     if differing:
         notes.append("read with other options: " + ", ".join(f"{key} {a!r} vs {b!r}" for key, (a, b) in differing.items()))
     if (reference.dtype, reference.value_scale) == (other.dtype, other.value_scale):
@@ -308,13 +310,14 @@ def _channel(name: str, a, b, scales: tuple[float, float], first: Distribution, 
     ra, rb = scales
     std = a.std / ra
     raw, ks = wasserstein_and_ks(first, second)
+    shift = b.mean / rb - a.mean / ra
     wasserstein = raw / std if std > 0 else None
     shifts = {key: b.percentiles[key] / rb - value / ra for key, value in a.percentiles.items() if key in b.percentiles}
     drifting = ks > max_ks or (wasserstein > max_wasserstein if wasserstein is not None else raw > 0)
     return ChannelDrift(
         name=name,
-        mean_shift=b.mean / rb - a.mean / ra,
-        mean_shift_std=(b.mean / rb - a.mean / ra) / std if std > 0 else None,
+        mean_shift=shift,
+        mean_shift_std=shift / std if std > 0 else None,
         std_ratio=(b.std / rb) / std if std > 0 else None,
         min_shift=b.min / rb - a.min / ra,
         max_shift=b.max / rb - a.max / ra,

@@ -186,7 +186,7 @@ def _samples(location: str, member: str | None) -> Iterator[tuple[str, str, byte
                 yield from _chosen(storage.name, key, infos, data, member)
                 key, infos, data = this, [], {}
             infos.append(info)
-            if image_extension(info.name) or (member is not None and extension.lower() == member.lower()):
+            if (extension.lower() == member.lower()) if member is not None else image_extension(info.name):
                 stream.seek(info.offset_data)  # forward: tarfile goes on from its own offset
                 data[info.name] = stream.read(info.size)
         yield from _chosen(storage.name, key, infos, data, member)

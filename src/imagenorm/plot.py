@@ -17,18 +17,23 @@ PLOT_BINS = 256
 def channel_histogram(stats: DatasetStats, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """(edges, counts) of one channel, at most PLOT_BINS bins, from the stats file's histograms."""
     if stats.exact:
-        counts = stats.state.counts[channel]
-        present = np.flatnonzero(counts)
-        first, last = present[0], present[-1] + 1
-        counts = counts[first:last]
-        group = max(1, -(-counts.size // PLOT_BINS))  # integer values per bar
-        padded = np.pad(counts, (0, (-counts.size) % group))
-        edges = stats.state.offset + first + np.arange(0, padded.size + 1, group) - 0.5
-        return edges, padded.reshape(-1, group).sum(axis=1)
+        return integer_bars(stats.state.counts[channel], stats.state.offset)
     if stats.float_histograms is None:
         raise ImagenormError("these float statistics carry no histogram (merged, or measured without percentiles)")
     edges, counts = stats.float_histograms[channel]
     return np.asarray(edges), np.asarray(counts)
+
+
+def integer_bars(counts: np.ndarray, offset: int, bins: int = PLOT_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, counts) of exact integer counts (bin ``b`` holds value ``b + offset``) from the
+    first to the last value present, grouped into at most ``bins`` bars."""
+    present = np.flatnonzero(counts)
+    first, last = present[0], present[-1] + 1
+    counts = counts[first:last]
+    group = max(1, -(-counts.size // bins))  # integer values per bar
+    padded = np.pad(counts, (0, (-counts.size) % group))
+    edges = offset + first + np.arange(0, padded.size + 1, group) - 0.5
+    return edges.astype(np.float64), padded.reshape(-1, group).sum(axis=1)
 
 
 def plot_histograms(stats: DatasetStats, path: str | os.PathLike, *, log: bool = False, percentiles=("0.5", "99.5")) -> None:

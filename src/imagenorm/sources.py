@@ -24,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import glob
+import itertools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, Union
@@ -97,6 +99,34 @@ class ItemSource:
         """Whether item ``index``'s unit is best read by one worker: a part of it costs as much as
         all of it (a parquet row group; a compressed or remote shard, read front to back)."""
         return False
+
+
+class Offsets:
+    """Consecutive parts (files of an archive set, row groups, item sources) numbered as one:
+    ``locate(index)`` gives the part and the index within it.
+
+    Example:
+        >>> parts = Offsets([3, 0, 2])
+        >>> len(parts), parts.locate(4), parts.starts
+        (5, (2, 1), [0, 3, 3, 5])
+    """
+
+    def __init__(self, sizes) -> None:
+        self.starts = [0, *itertools.accumulate(int(size) for size in sizes)]
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(part, index within it) of item ``index``.
+
+        Raises:
+            IndexError: outside ``0..len-1``.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = bisect.bisect_right(self.starts, index) - 1
+        return part, index - self.starts[part]
 
 
 class StreamSource:
@@ -173,7 +203,7 @@ class _Finder:
             self.found.ignored += self.first_time(path)
             return
         self.matched += 1
-        key = _file_identity(path)
+        key = file_identity(path)
         if key in self.images:
             return
         if key is not None:  # a missing file is kept, each time: its reader reports it
@@ -202,7 +232,7 @@ class _Finder:
 
     def read_list(self, list_file: str) -> None:
         """Paths listed one per line (blank lines and ``#`` comments skipped), relative to the list."""
-        key = _file_identity(list_file)
+        key = file_identity(list_file)
         chain = [name for identity, name in self.open_lists] + [list_file]
         if any(identity == key for identity, _ in self.open_lists):
             raise ImagenormError(f"{display_path(list_file)}: the list includes itself "
@@ -224,7 +254,7 @@ class _Finder:
 
     def first_time(self, path: str) -> int:
         """1 the first time a passed-over file or folder is met (by identity), else 0."""
-        key = _file_identity(path) or os.path.abspath(path)
+        key = file_identity(path) or os.path.abspath(path)
         if key in self.passed_over:
             return 0
         self.passed_over.add(key)
@@ -237,7 +267,7 @@ def _nothing_found(item: str, listed_in: str | None, hidden: int) -> str:
     return f"no images found under {display_path(item)}{where}{skipped}"
 
 
-def _file_identity(path: str) -> _Identity | None:
+def file_identity(path: str) -> _Identity | None:
     """(device, inode): the same file reached by two paths or links has one identity."""
     try:
         info = os.stat(path)

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..stats import PERCENTILES, DatasetStats, Summary
-from ..stats.summary import percentile_key
+from ..stats import PERCENTILES, DatasetStats
+from ..stats.summary import SCALED_PERCENTILES, percentile_key
 
 
 @contextlib.contextmanager
@@ -35,11 +35,6 @@ def _format(value: float, scale: float = 1.0) -> str:
     return f"{value:.6g}"
 
 
-def _rows(stats: DatasetStats) -> list[tuple[str, Summary]]:
-    rows = list(zip(stats.channel_names, stats.channels))
-    return rows + [("pooled", stats.pooled)] if len(rows) > 1 else rows
-
-
 def _table(title: str, columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in columns:
@@ -50,7 +45,7 @@ def _table(title: str, columns: list[str]) -> Table:
 def moments_table(stats: DatasetStats) -> Table:
     """count, mean, std, min, max per channel (and pooled), raw units."""
     table = _table(f"raw units, {stats.dtype}", ["channel", "count", "mean", "std", "min", "max"])
-    for name, s in _rows(stats):
+    for name, s in stats.summaries():
         table.add_row(name, f"{s.count:,}", *(_format(v) for v in (s.mean, s.std, s.min, s.max)))
     return table
 
@@ -58,12 +53,11 @@ def moments_table(stats: DatasetStats) -> Table:
 def percentiles_table(stats: DatasetStats) -> Table:
     """The stats file's percentiles per channel (and pooled), raw units."""
     table = _table("percentiles, raw units", ["channel"] + [f"p{percentile_key(q)}" for q in PERCENTILES])
-    for name, s in _rows(stats):
+    for name, s in stats.summaries():
         table.add_row(name, *(_format(s.percentiles.get(percentile_key(q), float("nan"))) for q in PERCENTILES))
     return table
 
 
-SCALED_PERCENTILES = (0.5, 50.0, 99.5)
 
 
 def scaled_table(stats: DatasetStats) -> Table:
@@ -71,7 +65,7 @@ def scaled_table(stats: DatasetStats) -> Table:
     scale = stats.value_scale
     columns = ["channel", "mean", "std", "min", "max"] + [f"p{percentile_key(q)}" for q in SCALED_PERCENTILES]
     table = _table(f"[0, 1] scale (raw / {scale:g})", columns)
-    for name, s in _rows(stats):
+    for name, s in stats.summaries():
         values = [s.mean, s.std, s.min, s.max] + [s.percentiles.get(percentile_key(q), float("nan")) for q in SCALED_PERCENTILES]
         table.add_row(name, *(_format(v, scale) for v in values))
     return table
@@ -97,7 +91,7 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
 def summary_lines(stats: DatasetStats) -> list[str]:
     lines = [f"{stats.files} image(s) measured, {stats.dtype}, channels: {', '.join(stats.channel_names)}"]
     if stats.significant_bits is not None:
-        lines.append(significant_bits_line(stats))
+        lines.append(stats.significant_bits_meaning())
     if stats.mask:
         lines.append(f"statistics over the foreground only: {stats.mask}")
     lines += [f"note: {note}" for note in stats.notes]
@@ -120,19 +114,6 @@ def summary_lines(stats: DatasetStats) -> list[str]:
         lines.append(f"{len(stats.skipped)} image(s) skipped (a DICOM series is one image):")
         lines += [f"  {entry['path']}: {entry['reason']}" for entry in stats.skipped]
     return lines
-
-
-def significant_bits_line(stats: DatasetStats) -> str:
-    """What declared significant bits mean for these values: kept in the low bits (DICOM
-    BitsStored), or scaled up to the container's range (the PNG sBIT rule) — decided from the
-    measured maximum, and both numbers said."""
-    bits, full = stats.significant_bits, 2 ** stats.significant_bits - 1
-    declared = f"the files declare {bits} significant bits in {stats.dtype} containers and the values reach {stats.pooled.max:g}"
-    if stats.pooled.max <= full:
-        return (f"{declared}: in the [0, 1] scale (raw / {stats.value_scale:g}) they reach only "
-                f"{stats.pooled.max / stats.value_scale:.4g}; divide by {full} for a full [0, 1] range")
-    return (f"{declared}: they are scaled up to the container's range (as PNG's sBIT rule says), so the "
-            f"[0, 1] scale (raw / {stats.value_scale:g}) already spans them")
 
 
 def print_advice(console: Console, stats: DatasetStats) -> None:

@@ -28,19 +28,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..errors import EmptyDatasetError, ImagenormError, ReadError, display_path, warn
 from ..options import OptionError
 from ..readers import DecodedImage, ReadOptions, decode_image
-from ..sources import ItemSource
+from ..sources import _GLOB_CHARACTERS, ItemSource, Offsets, file_identity
 from .archives import TAR_SUFFIXES, ZIP_SUFFIXES, Container, RemoteObject, TarShard, Unreadable, ZipArchive
 from .storage import Storage, expand_braces, is_url, remote_filesystem
 from .tables import TABLE_SUFFIXES, TableFile, is_saved_dataset, saved_dataset_files, split_of
 
 CONTAINER_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES + TABLE_SUFFIXES
 OPEN = 4  # containers a process keeps open (handles, a parquet row group, a zip directory)
-_GLOB = set("*?[")
+_GLOB = _GLOB_CHARACTERS
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,10 @@ def _check_applies(selection: Selection, containers: list[Container]) -> None:
         raise OptionError(f"column={selection.column!r} applies to parquet and Arrow files; the sources have none")
 
 
-def identity(location: str) -> str:
-    """What makes two named files one: the real path of a local file, a URL as it is."""
-    return location if is_url(location) else os.path.realpath(location)
+def identity(location: str) -> object:
+    """What makes two named files one: a local file's (device, inode), as folder scans take it
+    (links of any kind are one file), else its real path; a URL as it is."""
+    return location if is_url(location) else (file_identity(location) or os.path.realpath(location))
 
 
 def _passed_over(containers: list[Container]) -> str:
@@ -237,7 +236,7 @@ class ContainerItems(ItemSource):
 
     def __init__(self, containers: list[Container]) -> None:
         self.containers = containers
-        self.starts = np.cumsum([0] + [len(container) for container in containers])
+        self.offsets = Offsets(len(container) for container in containers)
         self.ignored = sum(container.ignored for container in containers)
         self.hidden = sum(container.hidden for container in containers)
         self._open: list[Container] = []  # the containers read last, most recent last
@@ -246,13 +245,12 @@ class ContainerItems(ItemSource):
         return {**self.__dict__, "_open": []}
 
     def __len__(self) -> int:
-        return int(self.starts[-1])
+        return len(self.offsets)
 
     def locate(self, index: int) -> tuple[Container, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        number = int(np.searchsorted(self.starts, index, side="right")) - 1
-        return self.containers[number], index - int(self.starts[number])
+        """(container, member position) of item ``index``."""
+        number, position = self.offsets.locate(index)
+        return self.containers[number], position
 
     def name(self, index: int) -> str:
         container, position = self.locate(index)
@@ -285,7 +283,7 @@ class ContainerItems(ItemSource):
             self._open.pop(0).release()
 
     def units(self) -> list[tuple[int, int]]:
-        return [(int(start) + first, int(start) + stop) for container, start in zip(self.containers, self.starts)
+        return [(start + first, start + stop) for container, start in zip(self.containers, self.offsets.starts)
                 for first, stop in container.units()]
 
     def read_whole(self, index: int) -> bool:

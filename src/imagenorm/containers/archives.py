@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 from ..errors import ReadError
 from ..options import OptionError
 from ..readers import image_extension, sniff_extension
+from ..sources import is_hidden
 from .storage import Storage
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -96,7 +97,7 @@ class Container:
 
 def is_hidden_member(name: str) -> bool:
     """A member below a hidden folder or named like one (``._a.png``, ``__MACOSX/...``)."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/") if part not in ("", "."))
+    return any(is_hidden(part) or part == "__MACOSX" for part in name.split("/") if part not in ("", "."))
 
 
 class TarShard(Container):

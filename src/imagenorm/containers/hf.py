@@ -51,7 +51,7 @@ def _column(dataset: Any, column: str | None) -> str:
     if features is None:
         raise OptionError("the dataset's features are unknown (a streamed dataset without them): "
                           "pass features= to load_dataset, or read its files by name")
-    images = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+    images = [name for name, feature in features.items() if isinstance(feature, datasets.Image) or _encoded_struct(feature)]
 
     def refusal(name: str) -> str | None:
         return None if _holds_arrays(features[name]) else f"{_describe(features[name])}, not images or arrays"
@@ -86,7 +86,15 @@ def _encoded(dataset: Any, column: str) -> tuple[Any, bool]:
     dataset = dataset.select_columns([column]).with_format(None)
     if isinstance(dataset.features[column], datasets.Image):
         return dataset.cast_column(column, datasets.Image(decode=False)), True
+    if _encoded_struct(dataset.features[column]):  # {bytes, path} as a plain struct: Image's storage
+        return dataset, True
     return dataset.with_format("numpy"), False
+
+
+def _encoded_struct(feature: Any) -> bool:
+    """A plain struct of ``bytes`` and ``path``: how an ``Image`` column is stored."""
+    return isinstance(feature, dict) and {"bytes", "path"} <= set(feature) and \
+        getattr(feature["bytes"], "dtype", None) in ("binary", "large_binary")
 
 
 def decode_cell(cell: Any, name: str, options: ReadOptions, encoded: bool) -> DecodedImage:
@@ -99,7 +107,7 @@ def decode_cell(cell: Any, name: str, options: ReadOptions, encoded: bool) -> De
         raise ReadError(name, "the image is null")
     if cell.get("bytes") is not None:  # the bytes' own signature first, as for parquet cells
         data = cell["bytes"]
-        extension = "" if sniff_extension(data) else image_extension(cell.get("path") or "")
+        extension = sniff_extension(data) or image_extension(cell.get("path") or "")
         return decode_image(data, name, options, extension=extension)
     path = cell["path"]
     try:

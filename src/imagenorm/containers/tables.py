@@ -14,11 +14,11 @@ import json
 import os
 from typing import Callable
 
-import numpy as np
 
 from ..errors import ImagenormError, ReadError, display_path, first_line
 from ..options import OptionError
 from ..readers import image_extension, sniff_extension
+from ..sources import Offsets
 from .archives import Container
 from .storage import Storage
 
@@ -116,11 +116,9 @@ class TableFile(Container):
         self._cache = None  # (pid, row group, column array)
         self._batches = None  # Arrow: (pid, the column of every record batch)
         self._parquet = None  # (pid, ParquetFile): its footer parsed once
-        self._rows: list[int] = []  # rows per row group (parquet) or record batch (Arrow)
-        schema = self._schema()
+        schema, rows = self._schema()
         self.column = choose_column(schema, column, self.name)
-        self.rows = sum(self._rows)
-        self._starts = np.cumsum([0] + self._rows)  # the first row of each group
+        self._groups = Offsets(rows)  # row groups (parquet) or record batches (Arrow)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": None, "_batches": None, "_parquet": None}
@@ -130,11 +128,11 @@ class TableFile(Container):
         super().release()
 
     def units(self) -> list[tuple[int, int]]:
-        starts = self._starts.tolist()
+        starts = self._groups.starts
         return [(start, stop) for start, stop in zip(starts, starts[1:]) if stop > start]
 
     def __len__(self) -> int:
-        return self.rows
+        return len(self._groups)
 
     def member_name(self, position: int) -> str:
         return f"row {position}"
@@ -143,7 +141,7 @@ class TableFile(Container):
         return f"row-{position:08d}"
 
     def read(self, position: int) -> tuple[bytes | memoryview, str]:
-        group, row = self._locate(position)
+        group, row = self._groups.locate(position)
         column = self._group(group)
         cell = column[row]
         name = self.item_name(position)
@@ -156,7 +154,7 @@ class TableFile(Container):
         if data is not None and data.is_valid:
             extension = image_extension(path.as_py()) if path is not None and path.is_valid else ""
             data = _checked(data.as_buffer(), name)
-            return data, "" if sniff_extension(data) else extension
+            return data, sniff_extension(data) or extension
         if path is None or not path.is_valid:
             raise ReadError(name, f"the {self.column!r} image has neither bytes nor a path")
         return self._read_path(path.as_py(), name)
@@ -176,21 +174,15 @@ class TableFile(Container):
         raise ReadError(name, f"its image is the file {display_path(path)}, which is not found "
                               f"(looked in {display_path(self.root)})")
 
-    def _locate(self, position: int) -> tuple[int, int]:
-        """(row group or record batch, row within it) of row ``position``."""
-        group = int(np.searchsorted(self._starts, position, side="right")) - 1
-        return group, position - int(self._starts[group])
-
     def _schema(self):
         pa = _pyarrow()
         try:
             if self.parquet:
                 metadata = pa.parquet.ParquetFile(self._source()).metadata
-                self._rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-                return metadata.schema.to_arrow_schema()
+                rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+                return metadata.schema.to_arrow_schema(), rows
             reader = self._arrow_reader()
-            self._rows = [batch.num_rows for batch in reader]
-            return reader.schema
+            return reader.schema, [batch.num_rows for batch in reader]
         except (pa.ArrowException, OSError, ValueError) as error:
             raise ReadError(self.storage.location, f"not a readable {'parquet' if self.parquet else 'Arrow'} file: "
                                                    f"{first_line(error)}") from None

@@ -100,7 +100,7 @@ def decode_image(data: Data, name: str, options: ReadOptions = ReadOptions(), *,
     if not len(data):
         raise ReadError(name, "empty (0 bytes)")
     extension = (extension or image_extension(name) or sniff_extension(data)).lower()
-    module = _modules_by_extension().get(".nii" if extension == ".nii.gz" else extension)
+    module = _module_for(extension)
     if module is None:
         raise ReadError(name, f"not a supported image format ({os.path.splitext(name)[1] or 'no extension'})")
     return _decoded(functools.partial(module.decode, data, name), name, options)
@@ -174,7 +174,7 @@ def reader_for(path: str) -> Callable[[str, ReadOptions], DecodedImage] | None:
     if os.path.basename(path).lower() == "dicomdir":
         return None
     extension = image_extension(path).lower() or sniff_extension(_head(path))
-    return _modules_by_extension()[".nii" if extension == ".nii.gz" else extension].read if extension else None
+    return _module_for(extension).read if extension else None
 
 
 def is_image_path(path: str) -> bool:
@@ -232,16 +232,17 @@ def _is_dicomdir(head: bytes) -> bool:
 def dicom_storage_class(path: str) -> str | None:
     """The MediaStorageSOPClassUID of a file with the DICOM preamble ("" when its file meta
     does not say), or None when the file has no preamble. Reads at most 1 KiB."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(1024)
-    except OSError:
-        return None
+    head = _head(path)
     if head[128:132] != b"DICM":
         return None
     from . import dicom
 
     return dicom.meta_text(head, 0x0002) or ""
+
+
+def _module_for(extension: str) -> ModuleType | None:
+    """The format module of a known image extension (lower case; ``.nii.gz`` is NIfTI's)."""
+    return _modules_by_extension().get(".nii" if extension == ".nii.gz" else extension)
 
 
 @functools.cache

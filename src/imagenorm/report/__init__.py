@@ -23,13 +23,13 @@ from typing import Any
 from ..errors import ImagenormError, InputError, display_path
 from ..options import OptionError
 from ..stats.result import DatasetStats
-from ..stats.summary import PERCENTILES, Summary, percentile_key
+from ..stats.summary import PERCENTILES, SCALED_PERCENTILES, Summary, percentile_key
 from ..version import __version__
 
 __all__ = ["render_report", "write_report", "CONTENT_SECURITY_POLICY"]
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
-SCALED_PERCENTILES = ("0.5", "50", "99.5")
+SCALED_KEYS = tuple(percentile_key(q) for q in SCALED_PERCENTILES)
 TEMPLATE = "report.html.j2"
 
 
@@ -64,17 +64,13 @@ def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathL
     from . import charts
     from .audit import audit_part
 
-    names = list(stats.channel_names)
     xlabel = _units_label(stats)
-    drawn = charts.histograms(stats)
+    drawn = charts.histograms(stats)  # per channel, then pooled where there are several: as summaries()
     histogram_charts = []
-    if drawn is not None:
-        keys = names + (["pooled"] if len(names) > 1 else [])
-        summaries = list(stats.channels) + [stats.pooled]
-        for index, (key, histogram) in enumerate(zip(keys, drawn)):
-            linear, log = charts.histogram_chart(histogram, summaries[index], xlabel, f"h{index}")
-            histogram_charts.append(Chart(key, key, markup(linear), markup(log), summaries[index]))
-    comparison = None if other is None else _comparison(stats, other, markup, thresholds)
+    for index, ((key, summary), histogram) in enumerate(zip(stats.summaries(), drawn or [])):
+        linear, log = charts.histogram_chart(histogram, summary, xlabel, f"h{index}")
+        histogram_charts.append(Chart(key, key, markup(linear), markup(log), summary))
+    comparison = None if other is None else _comparison(stats, drawn, other, markup, thresholds)
     context = {
         "stats": stats,
         "title": _title(stats),
@@ -86,11 +82,11 @@ def render_report(stats: DatasetStats | str | os.PathLike, audit: str | os.PathL
         "charts": histogram_charts,
         "no_charts": None if drawn is not None else "these float statistics carry no histogram (merged, or measured "
                                                       "without percentiles)",
-        "single_channel": len(names) == 1,
+        "single_channel": len(stats.channel_names) == 1,
         "raw_rows": _raw_rows(stats),
         "percentile_keys": [percentile_key(q) for q in PERCENTILES],
         "scaled_rows": _scaled_rows(stats) if stats.has_unit_scale and stats.value_scale != 1.0 else None,
-        "scaled_keys": SCALED_PERCENTILES,
+        "scaled_keys": SCALED_KEYS,
         "normalize_line": stats.normalize_line() if stats.has_unit_scale else None,
         "advice": _advice(stats),
         "spread": _spread(stats),
@@ -174,13 +170,7 @@ def _measured(stats: DatasetStats) -> list[tuple[str, str]]:
             ("pixels per channel", f"{stats.channels[0].count:,}" if stats.channels else "0"),
             ("percentiles", stats.percentile_method)]
     if stats.significant_bits is not None:
-        bits, full = stats.significant_bits, 2 ** stats.significant_bits - 1
-        if stats.pooled.max <= full:
-            meaning = (f"values reach {stats.pooled.max:g}, {stats.pooled.max / stats.value_scale:.4g} in the [0, 1] "
-                       f"scale; divide by {full} for a full [0, 1] range")
-        else:
-            meaning = f"values reach {stats.pooled.max:g}: scaled up to the container's range (PNG's sBIT rule)"
-        rows.append(("significant bits", f"{bits} of {stats.dtype}: {meaning}"))
+        rows.append(("significant bits", f"{stats.significant_bits} of {stats.dtype}: {stats.significant_bits_meaning()}"))
     rows.append(("mask", stats.mask or "none: every pixel counts"))
     if stats.ignored:
         rows.append(("not images", f"{stats.ignored} file(s) ignored"))
@@ -199,21 +189,16 @@ def _cells(summary: Summary, keys) -> list[float]:
     return [summary.percentiles.get(key, math.nan) for key in keys]
 
 
-def _rows(stats: DatasetStats) -> list[tuple[str, Summary]]:
-    rows = list(zip(stats.channel_names, stats.channels))
-    return rows + [("pooled", stats.pooled)] if len(rows) > 1 else rows
-
-
 def _raw_rows(stats: DatasetStats) -> list[dict]:
     keys = [percentile_key(q) for q in PERCENTILES]
     return [{"name": name, "count": s.count, "values": [s.mean, s.std, s.min, s.max], "percentiles": _cells(s, keys)}
-            for name, s in _rows(stats)]
+            for name, s in stats.summaries()]
 
 
 def _scaled_rows(stats: DatasetStats) -> list[dict]:
     scale = stats.value_scale
-    return [{"name": name, "values": [v / scale for v in [s.mean, s.std, s.min, s.max, *_cells(s, SCALED_PERCENTILES)]]}
-            for name, s in _rows(stats)]
+    return [{"name": name, "values": [v / scale for v in [s.mean, s.std, s.min, s.max, *_cells(s, SCALED_KEYS)]]}
+            for name, s in stats.summaries()]
 
 
 def _advice(stats: DatasetStats) -> list:
@@ -236,7 +221,7 @@ def _spread(stats: DatasetStats) -> list[dict] | None:
              "std_of_stds": std(spread.stds, c)} for c, name in enumerate(stats.channel_names)]
 
 
-def _comparison(stats: DatasetStats, other: DatasetStats, markup, thresholds: dict) -> dict:
+def _comparison(stats: DatasetStats, mine, other: DatasetStats, markup, thresholds: dict) -> dict:
     """Overlays per channel (and pooled) and the drift numbers of :mod:`imagenorm.compare`."""
     from ..compare import compare_stats
     from . import charts
@@ -246,10 +231,10 @@ def _comparison(stats: DatasetStats, other: DatasetStats, markup, thresholds: di
         raise OptionError(f"unknown option {unknown[0]!r}; the drift thresholds are max_wasserstein and max_ks")
     numbers = compare_stats(stats, other, **thresholds).to_dict()
     unit = numbers["scale"] == "[0, 1]"
-    mine, theirs = charts.histograms(stats), charts.histograms(other)
+    theirs = charts.histograms(other)
     overlays = []
     if mine is not None and theirs is not None:
-        keys = list(stats.channel_names) + (["pooled"] if len(stats.channel_names) > 1 else [])
+        keys = [key for key, _ in stats.summaries()]
         xlabel = "value in the [0, 1] scale (raw / value scale)" if unit else _units_label(stats)
         for index, (key, a, b) in enumerate(zip(keys, mine, theirs)):
             if unit:

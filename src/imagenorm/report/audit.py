@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audit import flag_outliers
-from ..errors import ImagenormError, display_path
+from ..errors import ImagenormError, display_path, first_line
 from ..stats.result import DatasetStats
 
 THUMBNAIL_SIZE = 96  # pixels, the longer side
@@ -117,7 +117,7 @@ def _thumbnail_of(path: str, folder: str, stats: DatasetStats) -> tuple[str | No
     try:
         return thumbnail(found, stats), None
     except ImagenormError as error:
-        return None, str(error).splitlines()[0] if str(error) else "unreadable"
+        return None, first_line(error)
     except (OSError, ValueError, MemoryError) as error:
         return None, f"unreadable ({error.__class__.__name__.lower()})"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plot import PLOT_BINS, channel_histogram
+from ..plot import PLOT_BINS, channel_histogram, integer_bars
 from ..stats.result import DatasetStats
 from ..stats.summary import Summary
 
@@ -65,7 +65,7 @@ def histograms(stats: DatasetStats) -> list[Histogram] | None:
     if len(found) == 1:
         return found
     if stats.exact:  # the exact per-channel counts summed, binned as channel_histogram bins one channel
-        pooled = _integer_bins(stats.state.counts.sum(axis=0), stats.state.offset)
+        pooled = Histogram(*integer_bars(stats.state.counts.sum(axis=0), stats.state.offset))
     else:
         pooled = _common_grid(found)
     return found + [pooled]
@@ -76,16 +76,6 @@ def _drawable(edges: np.ndarray, counts: np.ndarray) -> Histogram:
     if edges.size > 2 and not edges[-1] > edges[0]:
         return Histogram(edges[[0, -1]], np.array([counts.sum()]))
     return Histogram(edges, counts)
-
-
-def _integer_bins(counts: np.ndarray, offset: int, bins: int = PLOT_BINS) -> Histogram:
-    present = np.flatnonzero(counts)
-    first, last = present[0], present[-1] + 1
-    counts = counts[first:last]
-    group = max(1, -(-counts.size // bins))  # integer values per bar
-    padded = np.pad(counts, (0, (-counts.size) % group))
-    edges = offset + first + np.arange(0, padded.size + 1, group) - 0.5
-    return Histogram(edges.astype(np.float64), padded.reshape(-1, group).sum(axis=1))
 
 
 def _common_grid(parts: list[Histogram], bins: int = PLOT_BINS) -> Histogram:

@@ -291,18 +291,23 @@ def check_finite(job: Job, index: int, pixels: np.ndarray) -> None:
 
 
 def probe_layout(items: ItemSource, options: ReadOptions, on_error: OnError) -> tuple[Layout, str]:
-    """Layout of the first readable item (the one every other item must match)."""
+    """Layout of the first readable item (the one every other item must match); of a stream,
+    its first readable row."""
     if isinstance(items, StreamSource):
-        return probe_stream(items, options, on_error)
+        candidates = ((block, index, block.load) for block in items.blocks() for index in range(len(block)))
+    else:
+        candidates = ((items, index, items.probe) for index in range(len(items)))
     first = None
-    for index in range(len(items)):
+    for source, index, read in candidates:
         try:
-            return Layout.of(items.probe(index, options)), items.name(index)
+            return Layout.of(read(index, options)), source.name(index)
         except ReadError as error:
             if on_error == "fail":
                 raise
             first = first or error
-    raise EmptyDatasetError(f"every one of the {len(items)} images failed to read; the first: {first}")
+    if first is None:
+        raise EmptyDatasetError("the dataset is empty")
+    raise EmptyDatasetError(f"every image failed to read; the first: {first}")
 
 
 def run(job: Job, workers: int, progress: Callable[[int], None] | None = None, checkpoint=None) -> Measurement:
@@ -361,22 +366,6 @@ def run_stream(job: Job, workers: int, progress: Callable[[int], None] | None = 
 
 def _accumulate_block(job: Job) -> Measurement:
     return accumulate_range(job, 0, len(job.items))
-
-
-def probe_stream(items, options: ReadOptions, on_error: OnError) -> tuple[Layout, str]:
-    """Layout of a stream's first readable row."""
-    first = None
-    for block in items.blocks():
-        for index in range(len(block)):
-            try:
-                return Layout.of(block.load(index, options)), block.name(index)
-            except ReadError as error:
-                if on_error == "fail":
-                    raise
-                first = first or error
-    if first is None:
-        raise EmptyDatasetError("the dataset is empty")
-    raise EmptyDatasetError(f"every image failed to read; the first: {first}")
 
 
 def plan_chunks(items: ItemSource, workers: int) -> list[tuple[int, int]]:

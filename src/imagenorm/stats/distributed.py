@@ -56,6 +56,9 @@ class ShardItems(ItemSource):
     def files(self, index: int) -> list[str]:
         return self.items.files(self._global(index))
 
+    def key(self, index: int) -> str:
+        return self.items.key(self._global(index))
+
     @property
     def only_decodes(self) -> bool:
         return self.items.only_decodes

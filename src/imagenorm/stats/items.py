@@ -24,7 +24,7 @@ from ..readers import (
     read_image,
 )
 from ..readers.objects import to_decoded
-from ..sources import ItemSource
+from ..sources import ItemSource, Offsets
 from .state import common_dtype
 
 
@@ -33,18 +33,16 @@ class ConcatItems(ItemSource):
 
     def __init__(self, parts: list[ItemSource]) -> None:
         self.parts = parts
-        self.starts = np.cumsum([0] + [len(part) for part in parts])
+        self.offsets = Offsets(len(part) for part in parts)
         self.hidden = sum(part.hidden for part in parts)
         self.only_decodes = all(part.only_decodes for part in parts)
 
     def __len__(self) -> int:
-        return int(self.starts[-1])
+        return len(self.offsets)
 
     def _part(self, index: int) -> tuple[ItemSource, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        number = int(np.searchsorted(self.starts, index, side="right")) - 1
-        return self.parts[number], index - int(self.starts[number])
+        number, inside = self.offsets.locate(index)
+        return self.parts[number], inside
 
     def name(self, index):
         return _call(self._part(index), "name")
@@ -72,7 +70,7 @@ class ConcatItems(ItemSource):
 
     def units(self) -> list[tuple[int, int]] | None:
         units = []
-        for part, start in zip(self.parts, self.starts):
+        for part, start in zip(self.parts, self.offsets.starts):
             own = part.units() or [(first, min(first + 64, len(part))) for first in range(0, len(part), 64)]
             units += [(int(start) + first, int(start) + stop) for first, stop in own]
         return units
@@ -299,8 +297,9 @@ def _filled(slices: SeriesSlices) -> np.ndarray:
     for position, image in enumerate(slices):
         if volume is None:
             volume = np.empty((image.pixels.shape[0], len(slices), *image.pixels.shape[1:]), image.pixels.dtype)
-        if image.pixels.dtype != volume.dtype:  # physical values rescaled per slice: promote (exact for integers)
-            volume = volume.astype(common_dtype(volume.dtype.name, image.pixels.dtype.name))
+        common = common_dtype(volume.dtype.name, image.pixels.dtype.name)
+        if common != volume.dtype.name:  # physical values rescaled per slice: promote once (exact for integers)
+            volume = volume.astype(common)
         volume[:, position] = image.pixels
     counted = volume[:, :slices.counted]
     return np.ascontiguousarray(counted[:, 0] if slices.counted == 1 else counted)

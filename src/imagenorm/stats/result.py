@@ -157,6 +157,25 @@ class DatasetStats:
         row = len(self.channel_names) if channel is None else channel
         return self.state.summary(channel, None if self.float_percentiles is None else self.float_percentiles[row])
 
+    def summaries(self) -> list[tuple[str, Summary]]:
+        """(name, Summary) of each channel, then of all pooled where there is more than one."""
+        rows = list(zip(self.channel_names, self.channels))
+        return rows + [("pooled", self.pooled)] if len(rows) > 1 else rows
+
+    def significant_bits_meaning(self) -> str | None:
+        """What the declared significant bits mean for these values (None: none declared): kept
+        in the low bits (DICOM BitsStored), or scaled up to the container's range (the PNG sBIT
+        rule), decided from the measured maximum, and both numbers said."""
+        if self.significant_bits is None:
+            return None
+        bits, full, reach = self.significant_bits, 2 ** self.significant_bits - 1, self.pooled.max
+        declared = f"the files declare {bits} significant bits in {self.dtype} containers and the values reach {reach:g}"
+        if reach <= full:
+            return (f"{declared}: in the [0, 1] scale (raw / {self.value_scale:g}) they reach only "
+                    f"{reach / self.value_scale:.4g}; divide by {full} for a full [0, 1] range")
+        return (f"{declared}: they are scaled up to the container's range (as PNG's sBIT rule says), so the "
+                f"[0, 1] scale (raw / {self.value_scale:g}) already spans them")
+
     @property
     def mean(self) -> tuple[float, ...]:
         return tuple(s.mean for s in self.channels)
@@ -207,7 +226,9 @@ class DatasetStats:
             ImagenormError: the data have no [0, 1] scale (e.g. int32 HU after a DICOM rescale).
         """
         if not self.has_unit_scale:
-            raise ImagenormError(f"{self.dtype} values (e.g. HU after a DICOM rescale) have no [0, 1] scale; "
+            what = "physical units (DICOM modality values such as HU, NIfTI values)" if "physical" in \
+                self.measurement.units else "e.g. HU after a DICOM rescale"
+            raise ImagenormError(f"{self.dtype} values ({what}) have no [0, 1] scale; "
                                  "normalize with imagenorm's transforms, which take raw values")
         scale = self.value_scale
         # a mean far larger than its std needs more digits: its rounding must stay below 1e-digits std
@@ -248,13 +269,15 @@ class DatasetStats:
             created_by=self.created_by,
         )
 
-    def compare(self, other: "DatasetStats", *, max_wasserstein: float = 0.1, max_ks: float = 0.1):
+    def compare(self, other: "DatasetStats", *, max_wasserstein: float | None = None, max_ks: float | None = None):
         """How ``other`` (a test set, a new scanner) differs from these statistics: mean shift,
         std ratio, Wasserstein-1, KS and PSI per channel and pooled, exact for integer data;
-        drift above the thresholds (see :func:`imagenorm.compare.compare_stats`)."""
+        drift above the thresholds ``max_wasserstein=``, ``max_ks=`` (see
+        :func:`imagenorm.compare.compare_stats`, which checks them and holds their defaults)."""
         from ..compare import compare_stats
 
-        return compare_stats(self, other, max_wasserstein=max_wasserstein, max_ks=max_ks)
+        given = {"max_wasserstein": max_wasserstein, "max_ks": max_ks}
+        return compare_stats(self, other, **{name: value for name, value in given.items() if value is not None})
 
     def all_reduce(self, group=None) -> "DatasetStats":
         """The statistics of every rank's data together, on every rank (like torchmetrics' ``sync``).

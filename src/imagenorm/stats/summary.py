@@ -23,6 +23,8 @@ import numpy as np
 
 #: Percentiles every stats file reports, as numpy.percentile's ``q``.
 PERCENTILES = (0.5, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.5)
+#: The percentiles shown beside the [0, 1]-scale statistics (terminal table and HTML report).
+SCALED_PERCENTILES = (0.5, 50.0, 99.5)
 
 
 @dataclass(frozen=True)
