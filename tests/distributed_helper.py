@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=N tests/distributed_helper.py MODE FOLDER OUT     # torchrun launches
     python tests/distributed_helper.py MODE FOLDER OUT --spawn N                # the Python API spawns
 
-MODE: ``stats`` (write each rank's result), ``hang`` (rank 1 never arrives), ``fail`` (a bad file
+MODE: ``stats`` (write each rank's result), ``landmarks`` (with histogram landmarks), ``hang`` (rank 1 never arrives), ``fail`` (a bad file
 in rank 1's shard). Each rank writes OUT/rank<r>.json: the stats dict, or {"error": "..."}.
 """
 
@@ -42,6 +42,8 @@ def run_rank(rank: int, world: int, mode: str, folder: str, out: str, port: int 
                 accumulator.update(dataset[index][None])
             accumulator.all_reduce()
             stats = accumulator.compute()
+        elif mode == "landmarks":  # per-image landmarks gathered from every rank, in item order
+            stats = imagenorm.compute_stats(folder, distributed=True, timeout=3.0, landmarks=True)
         else:
             stats = imagenorm.compute_stats(folder, distributed=True, timeout=3.0, workers=1 if mode == "stats" and rank == 0 else 0)
         document = stats.to_dict()

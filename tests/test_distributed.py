@@ -93,6 +93,18 @@ def test_float_data_across_ranks(tmp_path, rng):
             assert got["percentiles"] == want["percentiles"]  # exact float percentiles across ranks too
 
 
+def test_landmarks_across_ranks_in_item_order(tmp_path, rng):
+    """Ranks take items 0, 2, 4 and 1, 3: the gathered landmarks are still in item order, equal to one process."""
+    folder = make_data(tmp_path / "data", rng, count=5)
+    run("spawn", 2, "landmarks", folder, tmp_path / "out")
+    expected = imagenorm.compute_stats(folder, landmarks=True).to_dict()["landmarks"]
+    documents = results(tmp_path / "out", 2)
+    assert len(documents) == 2
+    for document in documents:
+        assert document["landmarks"] == expected
+    assert [image["name"] for image in expected["images"]] == sorted(str(p) for p in folder.iterdir())
+
+
 def test_failing_rank_is_named(tmp_path, rng):
     folder = make_data(tmp_path / "data", rng, count=4)
     (folder / "1.png").write_bytes(b"")  # sorted order: index 1, rank 1's shard

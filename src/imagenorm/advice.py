@@ -74,9 +74,12 @@ def _images(stats: DatasetStats) -> Advice | None:
     ratio, spread, std, name = max(ratios)
     if ratio <= IMAGE_SPREAD:
         return None
+    volumes = 3 in stats.measurement.spatial and "raw" not in stats.measurement.units  # NIfTI, DICOM volumes
+    remedy = ("per-image normalization (--per-image), or for MR from several scanners histogram standardization "
+              "(stats --landmarks, then --method histogram)") if volumes else "per-image normalization (--per-image, per_image=True)"
     return Advice(
         "images",
-        "per-image normalization (--per-image, per_image=True)",
+        remedy,
         f"in channel {name} image means vary by {spread:.4g} (std over images), {ratio:.2f}x the pixel std {std:.4g}: images differ in brightness or scanner",
     )
 

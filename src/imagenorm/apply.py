@@ -1,11 +1,14 @@
-"""Write a normalized float32 copy of a dataset: one ``.npy`` per image, mirroring the tree.
+"""Write a normalized float32 copy of a dataset: one file per image, mirroring the tree.
+
+Each image becomes a ``.npy``, a NIfTI file with its NIfTI source's header (``.nii.gz``) or a
+TIFF (``.tiff``), as :mod:`imagenorm.writers` describes.
 
 Images are read as the statistics were measured (their recorded read options), on the same
 item runner as ``compute_stats`` (worker processes, ``on_error="skip"``, a DICOM series as
 one volume). Each file is written atomically (temporary file, then rename); a manifest
-records the method, its parameters, the read options and the stats file's SHA-256, so an
-interrupted run resumes where it stopped and a run with other settings refuses to mix into
-the same folder. Sources are only read; writing inside the source tree is refused.
+records the output format, the method, its parameters, the read options and the stats file's
+SHA-256, so an interrupted run resumes where it stopped and a run with other settings refuses
+to mix into the same folder. Sources are only read; writing inside the source tree is refused.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 from torch import nn
 
 from .atomic import atomic_write
 from .errors import ImagenormError, OutputError, ReadError, display_path
 from .containers import ContainerItems, Selection
 from .masks import MaskSpec
-from .methods import MethodOptions, build_transform, normalize_pixels, read_options_for
+from .methods import MethodOptions, build_transform, item_mask, normalize_pixels, read_options_for
 from .options import OptionError, ReadOptions, check_choice
 from .readers import image_extension
 from .sources import PathSource, named_folders, source_root
@@ -31,6 +33,7 @@ from .stats.accumulate import map_chunks, plan_chunks
 from .stats.items import FileItems, ItemSource, as_item_source
 from .stats.result import DatasetStats
 from .version import __version__
+from .writers import SUFFIXES, check_nifti_source, write_image
 
 MANIFEST = "imagenorm-manifest.json"
 SCHEMA = "imagenorm.apply/1"
@@ -44,13 +47,14 @@ class ApplyReport:
     output: str = ""
 
 
-def output_names(keys: list[str], root: str) -> list[str]:
+def output_names(keys: list[str], root: str, suffix: str = ".npy") -> list[str]:
     """``a/b.png`` -> ``a/b.npy``, ``scan.nii.gz`` -> ``scan.npy``, a UID-named DICOM file
-    ``1.2.840.5`` -> ``1.2.840.5.npy``; two sources that would share a name are an error."""
+    ``1.2.840.5`` -> ``1.2.840.5.npy`` (or another ``suffix``: ``.tiff``, ``.nii.gz``); two
+    sources that would share a name are an error."""
     names, seen = [], {}
     for key in keys:
         relative = os.path.relpath(os.path.abspath(key), root)
-        name = relative[: len(relative) - len(image_extension(relative))] + ".npy"
+        name = relative[: len(relative) - len(image_extension(relative))] + suffix
         if name in seen:
             raise ImagenormError(f"{display_path(key)} and {display_path(seen[name])} would both be written as {display_path(name)}")
         seen[name] = key
@@ -82,6 +86,8 @@ class WriteNormalized:
     targets: list[str]
     on_error: str
     done: frozenset[int] = frozenset()
+    output_format: str = "npy"
+    mask: MaskSpec | None = None  # each image's foreground, for a transform that takes it per call
 
     def __call__(self, start: int, stop: int):
         written, resumed, skipped = [], [], []
@@ -102,10 +108,12 @@ class WriteNormalized:
     def _write(self, index: int) -> None:
         image = self.items.load(index, self.options)
         try:
-            normalized = normalize_pixels(self.transform, image.pixels)
+            foreground = item_mask(self.transform, self.mask, image.pixels, self.items.path(index) or "", image.channels)
+            normalized = normalize_pixels(self.transform, image.pixels, foreground)
         except (ImagenormError, ValueError) as error:
             raise ReadError(self.items.name(index), str(error)) from None
-        _save_atomic(self.targets[index], normalized)
+        write_image(self.targets[index], normalized, self.output_format, name=self.items.name(index),
+                    channels=image.channels, source=self.items.path(index), nifti_4d=self.options.nifti_4d)
 
 
 def apply_normalization(
@@ -122,9 +130,12 @@ def apply_normalization(
     column: str | None = None,
     member: str | None = None,
     split: str | None = None,
+    output_format: str = "npy",
     **given: Any,
 ) -> ApplyReport:
-    """Normalize every image of ``source`` with ``options`` and save float32 ``.npy`` files under ``output``.
+    """Normalize every image of ``source`` with ``options`` and save float32 files under ``output``:
+    ``.npy``, ``.nii.gz`` (``output_format="nifti"``: NIfTI sources on disk, their header kept)
+    or ``.tiff`` (see :mod:`imagenorm.writers`).
 
     Images are read with the stats' recorded read options (``given`` may repeat them, never
     change them); a foreground mask decides per-image statistics only: every voxel is written.
@@ -132,6 +143,7 @@ def apply_normalization(
     done while its source is unchanged (size and modification time).
     """
     check_choice("on_error", on_error)
+    check_choice("output_format", output_format)
     if os.path.exists(output) and not os.path.isdir(output):
         raise OutputError(f"{display_path(output)}: exists and is not a folder; choose an output folder")
     reading = read_options_for(stats, read_options, **given)
@@ -139,22 +151,28 @@ def apply_normalization(
         raise OptionError(f"apply writes a copy of files, archives or shards named by path, not of a "
                           f"{type(source).__name__}; normalize it with normalize_dataset(...) or hf_transform(...)")
     items, _ = as_item_source(source, reading.groups_series, Selection(column, member, split))
+    if output_format == "nifti":
+        for index in range(len(items)):
+            check_nifti_source(items.name(index), items.path(index))
     keys = [items.key(index) for index in range(len(items))]
     root = items.root() if isinstance(items, ContainerItems) else source_root(keys, source)
     refuse_inside(output, _source_folders(items, root, source))
-    names = output_names(keys, root)
-    mask = MaskSpec.from_options(reading, root if isinstance(items, FileItems) else None) if options.per_image else None
+    names = output_names(keys, root, SUFFIXES[output_format])
+    uses_mask = options.per_image or options.method == "histogram"  # each image's own statistics or landmarks
+    mask = MaskSpec.from_options(reading, root if isinstance(items, FileItems) else None) if uses_mask else None
     transform = build_transform(stats, options, mask=mask)
-    manifest = _open_manifest(output, _settings(options, reading, stats_path, root))
+    manifest = _open_manifest(output, _settings(options, reading, stats_path, root, output_format))
     _write_json(os.path.join(output, MANIFEST), manifest)  # the settings first: any later stop resumes
     stated: dict[str, str] = {}  # the members of one archive share its identity: one stat
+    masks = mask if mask is not None and mask.kind == "folder" else None  # a changed mask file redoes its image
     sources = [{"source": display_path(os.path.relpath(os.path.abspath(key), root)),
-                "identity": _identity(items.files(index), stated)} for index, key in enumerate(keys)]
+                "identity": _identity(items.files(index) + ([masks.mask_file(items.path(index))] if masks else []), stated)}
+               for index, key in enumerate(keys)]
     targets = [os.path.join(output, name) for name in names]
     _refuse_outside(output, targets, keys)
     done = frozenset(index for index, name in enumerate(names)
                      if manifest["files"].get(name) == sources[index] and os.path.exists(targets[index]))
-    work = WriteNormalized(items, transform, reading, targets, on_error, done)
+    work = WriteNormalized(items, transform, reading, targets, on_error, done, output_format, mask)
     report = ApplyReport(output=output)
     for (written, resumed, skipped, failure), size in map_chunks(work, plan_chunks(items, workers), workers):
         for index in written + resumed:
@@ -172,9 +190,11 @@ def apply_normalization(
     return report
 
 
-def _settings(options: MethodOptions, reading: ReadOptions, stats_path: str | None, root: str) -> dict:
+def _settings(options: MethodOptions, reading: ReadOptions, stats_path: str | None, root: str,
+              output_format: str) -> dict:
     """What a copy is made with; a resumed run must match it exactly."""
     return _as_json({
+        "format": output_format,
         "method": asdict(options),
         "description": options.describe(),
         "read_options": reading.to_dict(),
@@ -231,6 +251,7 @@ def _open_manifest(output: str, settings: dict) -> dict:
             raise OutputError(f"{display_path(path)}: not a readable imagenorm manifest ({error})") from None
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or not isinstance(manifest.get("files"), dict):
             raise ImagenormError(f"{display_path(output)}: {MANIFEST} is not an imagenorm apply manifest")
+        manifest.setdefault("format", "npy")  # written before there was a choice
         differ = [key for key in settings if manifest.get(key) != settings[key]]
         if differ == ["stats_sha256"]:
             raise ImagenormError(f"{display_path(output)} was made with another version of the stats file "
@@ -253,12 +274,6 @@ def _remove_temporary_files(output: str) -> None:
         for name in names:
             if name.startswith(".imagenorm-") and name.endswith(".tmp"):
                 os.unlink(os.path.join(folder, name))
-
-
-def _save_atomic(target: str, array: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with atomic_write(target, "wb") as file:
-        np.save(file, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
 
 
 def _write_json(path: str, document: dict) -> None:

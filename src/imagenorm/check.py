@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .containers import Selection
 from .masks import MaskSpec
 from .methods import MethodOptions, NormalizedItems, build_transform, read_options_for
@@ -24,6 +26,7 @@ class ChannelCheck:
     summary: Summary
     promise: str
     passed: bool
+    detail: str = ""  # where it missed most, when that says more than the numbers
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ def check_normalization(
     foreground is measured. z-score promises mean 0 and std 1 (each within ``tolerance``);
     the range methods promise values inside ``out_range`` (within ``tolerance`` times its
     width). Statistics of another dataset, or a shifted test set, show up as a miss.
+    Histogram standardization maps every image's landmarks onto the standard ones by
+    construction; its check finds where that cannot hold: tied landmarks (a background or
+    saturation filling several percentiles, or landmarks closer than ``eps``) that flatten
+    segments, within ``tolerance`` times the standard scale's span.
 
     Raises:
         OptionConflictError: a given read option differs from the recorded one.
@@ -74,16 +81,42 @@ def check_normalization(
     mask = MaskSpec.from_options(reading, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     transform = build_transform(stats, options, mask=mask if options.per_image else None)
     normalized = NormalizedItems(items, transform, reading, mask)
-    result = compute_stats(normalized, workers=workers, on_error=on_error, nonfinite="ignore", percentiles=False)
+    landmarks = transform.spec if options.method == "histogram" else False
+    result = compute_stats(normalized, workers=workers, on_error=on_error, nonfinite="ignore", percentiles=False,
+                           landmarks=landmarks)
     rows = [("pooled", result.pooled)] if options.pooled else list(zip(result.channel_names, result.channels))
+    if landmarks:
+        judged = [_judge_landmarks(name, summary, result, transform, group, tolerance)
+                  for group, (name, summary) in enumerate(rows)]
+    else:
+        judged = [_judge(name, summary, options, tolerance) for name, summary in rows]
     return CheckReport(
         method=options.describe(),
         tolerance=tolerance,
-        channels=[_judge(name, summary, options, tolerance) for name, summary in rows],
+        channels=judged,
         files=result.files,
         skipped=result.skipped,
         read_options=reading,
     )
+
+
+def _judge_landmarks(name: str, summary: Summary, result: DatasetStats, transform, group: int,
+                     tolerance: float) -> ChannelCheck:
+    """Histogram standardization promises every image's landmarks on the standard ones (within
+    ``tolerance`` times the standard scale's span)."""
+    spec = transform.spec
+    standard = transform.standard[group].numpy()[spec.mapped_index]
+    channel = None if not transform.channel_wise and result.landmarks.channels > 1 else group
+    found = result.landmarks.group(channel)[:, spec.mapped_index]
+    slack = tolerance * (standard[-1] - standard[0])
+    distance = np.abs(found - standard)
+    miss = float(np.nanmax(distance)) if np.isfinite(distance).any() else 0.0
+    detail = ""
+    if miss > 0:
+        image, landmark = np.unravel_index(np.nanargmax(distance), found.shape)
+        detail = (f"{name}: the farthest landmark is {miss:.3g} off, at p{spec.mapped[landmark]:g} of "
+                  f"{result.landmarks.names[image]}")
+    return ChannelCheck(name, summary, f"landmarks on the standard ± {slack:g}", miss <= slack, detail)
 
 
 def _judge(name: str, summary: Summary, options: MethodOptions, tolerance: float) -> ChannelCheck:

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 from .errors import ImagenormError, display_path
 from .options import OptionConflictError, OptionError, ReadOptions, check_choice
 from .readers import read_image
-from .sources import PathSource, find_images, is_hidden
+from .masks import MaskSpec
+from .sources import PathSource, find_images, is_hidden, source_root
 
 if TYPE_CHECKING:
     from .stats import DatasetStats
@@ -115,6 +116,9 @@ class ImageFolderDataset(Dataset):
         found = find_images(root)
         self.paths, self.hidden = found.paths, found.hidden
         self.transform = transform
+        self._masks = None  # mask files, for a transform that takes each image's mask (HistogramStandardize)
+        if getattr(transform, "needs_mask", False) and self.read_options.mask_dir is not None and self.paths:
+            self._masks = MaskSpec.from_options(self.read_options, source_root(self.paths, root))
         folder = os.fspath(root) if isinstance(root, (str, os.PathLike)) and os.path.isdir(root) else None
         wanted = labels if labels is not None else (True if mapping is not None else None)
         self.class_to_idx, self.targets = self._labels(folder, wanted, mapping, allow_empty)
@@ -161,7 +165,10 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(index)
-        if self.transform is not None:
+        if self._masks is not None:
+            mask = self._masks.spatial(image.numpy(), self.paths[index])
+            image = self.transform(image, mask=torch.from_numpy(np.ascontiguousarray(mask))[None])
+        elif self.transform is not None:
             image = self.transform(image)
         return image if self.targets is None else (image, self.targets[index])
 

@@ -135,3 +135,35 @@ def _clip_args(clip) -> tuple[float, float, bool]:
     if clip is None:
         return 0.0, 0.0, False
     return float(clip[0]), float(clip[1]), True
+
+
+@kernel(nogil=True)
+def _piecewise(x, out, breaks, slopes, intercepts):  # pragma: no cover - compiled
+    """``out[i] = slopes[k] * x[i] + intercepts[k]``, k the number of ``breaks`` <= x[i]
+    (``numpy.digitize(x, breaks)``), in float64; flat arrays."""
+    count = breaks.size
+    for i in range(x.size):
+        value = np.float64(x[i])
+        low, high = 0, count
+        while low < high:  # the first break above value
+            middle = (low + high) // 2
+            if breaks[middle] <= value:
+                low = middle + 1
+            else:
+                high = middle
+        out[i] = slopes[low] * value + intercepts[low]
+
+
+def piecewise_linear(x: np.ndarray, out: np.ndarray, breaks: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray,
+                     threads: int = 1) -> None:
+    """``out = slopes[k] * x + intercepts[k]`` for flat arrays, segment ``k`` from ``breaks`` (sorted,
+    ``len(slopes) == len(breaks) + 1``) as ``numpy.digitize`` finds it; large arrays over threads."""
+    size = x.size
+    if threads <= 1 or size < 1 << 20:
+        _piecewise(x, out, breaks, slopes, intercepts)
+        return
+    bounds = np.linspace(0, size, threads + 1).astype(int)
+    jobs = [_pool(threads).submit(_piecewise, x[a:b], out[a:b], breaks, slopes, intercepts)
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    for job in jobs:
+        job.result()

@@ -1,4 +1,5 @@
-"""Foreground masks for statistics: nonzero voxels, a threshold, or a mask file per image.
+"""Foreground masks for statistics: nonzero voxels, a threshold, or a mask file per image (at the
+image's relative path, or nnU-Net's: ``labelsTr/case.nii.gz`` for ``imagesTr/case_0000.nii.gz``).
 
 A mask selects voxels, and every channel of a selected voxel counts (one spatial mask for
 all channels), exactly like the rest: this is what CT normalization in the nnU-Net style
@@ -15,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,14 +104,45 @@ class MaskSpec:
         """The voxels inside the mask, ``(C, N)``: every channel of each selected voxel."""
         return pixels[:, self.spatial(pixels, path, channels)]
 
+    def mask_file(self, path: str) -> str:
+        """The mask file of image ``path`` (mask files only): at its relative path under the mask
+        folder, or nnU-Net's label name (see :func:`_nnunet_label`)."""
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+        mask_path = os.path.join(self.folder, relative)
+        if not os.path.exists(mask_path):
+            mask_path = _nnunet_label(mask_path, path) or mask_path
+        return mask_path
+
+    def by_index(self, channels: tuple[str, ...]) -> "MaskSpec":
+        """The same mask with a threshold's channel named by its index in ``channels`` (a tensor
+        has no channel names)."""
+        if self.kind != "threshold" or self.channel is None or self.channel not in channels:
+            return self
+        return dataclasses.replace(self, channel=str(channels.index(self.channel)))
+
     def _from_file(self, pixels: np.ndarray, path: str) -> np.ndarray:
         from .readers import read_image
 
-        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
-        mask_path = os.path.join(self.folder, relative)
+        mask_path = self.mask_file(path)
         if not os.path.exists(mask_path):
             raise ReadError(path, f"no mask file {display_path(mask_path)}")
         mask = read_image(mask_path).pixels
         if mask.shape[1:] != pixels.shape[1:]:
             raise ReadError(path, f"its mask {display_path(mask_path)} has shape {mask.shape[1:]}, the image {pixels.shape[1:]}")
         return (mask != 0).any(axis=0)
+
+
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_\d{4}(?P<extension>\.nii\.gz|\.nii|\.[^.]+)$")
+
+
+def _nnunet_label(mask_path: str, image_path: str) -> str | None:
+    """nnU-Net's layout: image ``imagesTr/case_0000.nii.gz`` has its label at ``labelsTr/case.nii.gz``
+    (no channel suffix); that path where it exists, for images in an ``images*`` folder only."""
+    if not os.path.basename(os.path.dirname(os.path.abspath(image_path))).startswith("images"):
+        return None
+    folder, name = os.path.split(mask_path)
+    match = _CHANNEL_SUFFIX.match(name)
+    if match is None:
+        return None
+    label = os.path.join(folder, match["case"] + match["extension"])
+    return label if os.path.exists(label) else None

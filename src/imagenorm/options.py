@@ -38,8 +38,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "nifti_4d": ("channels", "pooled"),
     "mixed_depth": ("fail", "scale"),
     "float_percentiles": ("exact", "histogram"),
-    "method": ("zscore", "minmax", "percentile"),
+    "method": ("zscore", "minmax", "percentile", "histogram"),
     "cache": ("auto", "memory", "none"),
+    "output_format": ("npy", "nifti", "tiff"),
+    "export_to": ("nnunet",),
 }
 
 

@@ -21,6 +21,7 @@ from .atomic import atomic_write
 from .errors import StatsFileError, display_path
 from .options import OptionError, ReadOptions
 from .stats.histogram import IntegerHistogram, histogram_moments
+from .stats.landmarks import ImageLandmarks
 from .stats.measurement import Measurement
 from .stats.moments import FloatMoments, ImageSpread
 from .stats.summary import PERCENTILES, Summary, percentile_key
@@ -71,6 +72,8 @@ def to_dict(stats) -> dict[str, Any]:
         document["flagged"] = stats.flagged
     if stats.spread is not None:
         document["between_images"] = _spread_dict(stats)
+    if stats.landmarks is not None:
+        document["landmarks"] = {**stats.landmarks.to_dict(), "standard": stats.landmarks.standard_table()}
     if stats.percentile_error is not None:
         document["percentile_max_error"] = {
             "channels": stats.percentile_error[:-1],
@@ -198,6 +201,7 @@ def from_dict(document: Any) -> dict[str, Any]:
         voxels=int(document.get("voxels", 0)),
         spatial=frozenset(document.get("spatial_dims", [])),
         maximum=document.get("declared_maximum"),
+        landmarks=_landmarks_from(document.get("landmarks"), len(names)),
     )
     return dict(
         dtype=dtype,
@@ -314,6 +318,25 @@ def _spread_from(entry: Any, channels: int) -> ImageSpread | None:
     images = _field(entry, "images", int, "between_images")
     as_moments = lambda mean, std: _moments_from([{"count": images, "mean": r[mean], "std": r[std], "min": np.nan, "max": np.nan} for r in rows])
     return ImageSpread(as_moments("mean_of_means", "std_of_means"), as_moments("mean_of_stds", "std_of_stds"))
+
+
+def _landmarks_from(entry: Any, channels: int) -> ImageLandmarks | None:
+    """Each image's histogram landmarks (optional in the file), checked."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise StatsFileError("field 'landmarks' should be an object")
+    try:
+        landmarks = ImageLandmarks.from_dict(entry)
+    except OptionError as error:
+        raise StatsFileError(f"landmarks: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise StatsFileError(f"landmarks: malformed ({error or 'a field is missing'})") from None
+    if landmarks.channels != channels:
+        raise StatsFileError(f"'landmarks' has {landmarks.channels} channels, the statistics {channels}")
+    if (np.diff(landmarks.values, axis=-1) < 0).any() or np.isinf(landmarks.values).any():
+        raise StatsFileError("'landmarks' has an image whose landmarks decrease, which no data give")
+    return landmarks
 
 
 def _float_histograms(channels: list[dict]) -> list | None:

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ..version import __version__
-from . import drift, html_report, measure, normalize  # noqa: F401  (they register their commands)
+from . import drift, export, html_report, measure, normalize  # noqa: F401  (they register their commands)
 from .app import app, err, out
 
 __all__ = ["app", "main"]

@@ -62,6 +62,7 @@ def read_option_values(**given) -> dict:
 
 # --- library parameter names in messages become the command line's flags ------------------
 _SWITCHES = {("dicom_series", "True"): "--dicom-series", ("dicom_series", "False"): "--dicom-slices"}
+_FLAGS = {"output_format": "--format", "export_to": "--to"}  # library names whose flag is another word
 _NAMES = sorted({*CHOICES, "max_pixels", "mask", "mask_dir", "dicom_series", "workers", "checkpoint", "column", "member",
                  "split"}, key=len, reverse=True)
 _PARAMETER = re.compile(r"\b(" + "|".join(_NAMES) + r")=(?:'([^']*)'|([^\s,;)]+))?")
@@ -73,7 +74,7 @@ def as_flags(message: str) -> str:
     def flag(match: re.Match) -> str:
         name, quoted, plain = match.groups()
         argument = quoted if quoted is not None else plain
-        option = "--" + name.replace("_", "-")
+        option = _FLAGS.get(name) or "--" + name.replace("_", "-")
         if argument is None:  # the parameter named without a value
             return option
         if (name, argument) in _SWITCHES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.markup import escape
@@ -34,6 +34,9 @@ def stats(
     mixed_depth: MixedDepth = typer.Option(MixedDepth.fail, "--mixed-depth", help="8- and 16-bit images together: fail, or scale each to [0, 1]."),
     dicom_series: bool = typer.Option(True, "--dicom-series/--dicom-slices", help="A DICOM series is one image (or each slice is)."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Write a per-image audit (CSV) here and flag outliers."),
+    landmarks: bool = typer.Option(False, "--landmarks", help="Record each image's histogram landmarks (Nyúl, TorchIO's) for --method histogram."),
+    landmark_cutoff: Tuple[float, float] = typer.Option((1.0, 99.0), "--landmark-cutoff", help="With --landmarks: the cutoff percentiles."),
+    landmark_percentiles: Optional[str] = typer.Option(None, "--landmark-percentiles", help="With --landmarks: the landmarks between the cutoffs, e.g. 25,50,75 (default the deciles)."),
     float_percentiles: FloatPercentiles = typer.Option(FloatPercentiles.exact, "--float-percentiles", help="Float data: exact (three passes) or histogram (two; error stated)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Save progress here; the same command resumes after a kill."),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="Save the checkpoint every N images..."),
@@ -58,6 +61,7 @@ def stats(
     read_options = read_option_values(nonfinite=nonfinite, max_pixels=max_pixels, alpha=alpha, convert=convert, mask=mask,
                                       mask_dir=mask_dir, dicom_values=dicom_values, monochrome1=monochrome1,
                                       nifti_4d=nifti_4d, mixed_depth=mixed_depth, dicom_series=dicom_series)
+    spec = _landmark_spec(landmarks, landmark_cutoff, landmark_percentiles)
     saver = None if checkpoint is None else Checkpoint(str(checkpoint), checkpoint_every, checkpoint_seconds)
     for target in (output, audit):  # before the first image is read
         if target is not None:
@@ -67,7 +71,7 @@ def stats(
     if ranks:
         start_process_group(backend, timeout)
     with progress_bar(err, enabled=not quiet and rank == 0) as advance:
-        result = compute_stats(paths, workers=workers, on_error=on_error.value, audit=audit is not None,
+        result = compute_stats(paths, workers=workers, on_error=on_error.value, audit=audit is not None, landmarks=spec,
                                float_percentiles=float_percentiles.value, distributed=ranks, timeout=timeout,
                                checkpoint=saver, progress=advance, column=column, member=member, split=split,
                                **read_options)
@@ -85,6 +89,22 @@ def stats(
     if audit is not None:
         out.print(f"wrote {escape(str(audit))} ({len(result.audit_rows)} rows)", soft_wrap=True)
     print_advice(out, result)
+
+
+def _landmark_spec(landmarks: bool, cutoff: Tuple[float, float], inner: Optional[str]):
+    """The landmarks ``--landmarks`` asks for (False: none); the two options need it."""
+    from ..options import OptionError
+    from ..stats.landmarks import DECILES, TORCHIO_CUTOFF, LandmarkSpec
+
+    if not landmarks:
+        if tuple(cutoff) != TORCHIO_CUTOFF or inner is not None:
+            raise OptionError("--landmark-cutoff and --landmark-percentiles need --landmarks")
+        return False
+    try:
+        percentiles = DECILES if inner is None else tuple(float(q) for q in inner.split(",") if q.strip())
+    except ValueError:
+        raise OptionError(f"--landmark-percentiles must be numbers separated by commas, got {inner!r}") from None
+    return LandmarkSpec(tuple(cutoff), percentiles)
 
 
 @app.command()

@@ -9,14 +9,16 @@ import typer
 from rich.markup import escape
 
 from .app import (Alpha, Convert, DicomValues, Method, MixedDepth, Monochrome1, Nifti4D, NonFinite, OnError, app,
-                  as_recorded, err, on_error_option, out, quiet_option, read_option_values, reports_errors,
+                  as_recorded, choices, err, on_error_option, out, quiet_option, read_option_values, reports_errors,
                   workers_option)
+
+OutputFormat = choices("output_format")
 
 
 def method_options(method: Method, per_image: bool, pooled: bool, out_range, percentiles):
     from ..methods import MethodOptions
 
-    return MethodOptions(method.value, per_image, pooled, tuple(out_range), tuple(percentiles))
+    return MethodOptions(method.value, per_image, pooled, None if out_range is None else tuple(out_range), tuple(percentiles))
 
 
 def load_stats(stats_file: Optional[Path], per_image: bool):
@@ -30,10 +32,11 @@ def load_stats(stats_file: Optional[Path], per_image: bool):
 
 
 STATS = typer.Option(None, "--stats", "-s", help="Stats file from 'imagenorm stats' (not needed with --per-image).")
-METHOD = typer.Option(..., "--method", "-m", help="zscore, minmax or percentile.")
+METHOD = typer.Option(..., "--method", "-m", help="zscore, minmax, percentile, or histogram (Nyúl; stats with --landmarks).")
 PER_IMAGE = typer.Option(False, "--per-image", help="Normalize each image by its own statistics instead of the dataset's.")
 POOLED = typer.Option(False, "--pooled", help="One value for all channels instead of one per channel.")
-RANGE = typer.Option((0.0, 1.0), "--range", help="Output range of minmax and percentile, e.g. --range -1 1.")
+RANGE = typer.Option(None, "--range", help="Output range of minmax and percentile (default 0 1), e.g. --range -1 1; "
+                                           "of histogram's standard scale (default 0 100).")
 PERCENTILES = typer.Option((0.5, 99.5), "--percentiles", help="Lower and upper percentile of the percentile method.")
 
 
@@ -69,7 +72,7 @@ def check(
     method: Method = METHOD,
     per_image: bool = PER_IMAGE,
     pooled: bool = POOLED,
-    out_range: Tuple[float, float] = RANGE,
+    out_range: Optional[Tuple[float, float]] = RANGE,
     percentiles: Tuple[float, float] = PERCENTILES,
     tolerance: float = typer.Option(0.05, "--tolerance", "-t", min=0.0, help="Allowed miss (std units, or range fraction)."),
     workers: int = workers_option(),
@@ -108,12 +111,14 @@ def check(
 @reports_errors
 def apply(
     paths: List[str] = typer.Argument(..., help="Images to normalize (as for 'stats')."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the normalized .npy copy (outside the sources)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the normalized copy (outside the sources)."),
+    output_format: OutputFormat = typer.Option(OutputFormat.npy, "--format",
+                                               help="npy; nifti (NIfTI sources, header kept); tiff."),
     stats_file: Optional[Path] = STATS,
     method: Method = METHOD,
     per_image: bool = PER_IMAGE,
     pooled: bool = POOLED,
-    out_range: Tuple[float, float] = RANGE,
+    out_range: Optional[Tuple[float, float]] = RANGE,
     percentiles: Tuple[float, float] = PERCENTILES,
     workers: int = workers_option(),
     on_error: OnError = on_error_option(),
@@ -133,7 +138,7 @@ def apply(
     member: Optional[str] = MEMBER,
     split: Optional[str] = SPLIT,
 ) -> None:
-    """Write a normalized float32 copy (.npy per image, mirroring the tree, with a manifest); resumable."""
+    """Write a normalized float32 copy (.npy, .nii.gz or .tiff per image, mirroring the tree); resumable."""
     from ..apply import apply_normalization
     from .report import progress_bar
 
@@ -144,7 +149,8 @@ def apply(
     with progress_bar(err, enabled=not quiet) as advance:
         report = apply_normalization(paths, stats, None if stats_file is None else str(stats_file), options,
                                      str(output), on_error=on_error.value, workers=workers, progress=advance,
-                                     column=column, member=member, split=split, **given)
+                                     column=column, member=member, split=split, output_format=output_format.value,
+                                     **given)
     out.print(f"{report.written} written, {report.resumed} already there (resumed), {len(report.skipped)} skipped: "
               f"{escape(options.describe())} into {escape(str(output))}", soft_wrap=True)
     for entry in report.skipped:

@@ -88,6 +88,19 @@ def print_stats(console: Console, stats: DatasetStats) -> None:
         console.print(escape(line), soft_wrap=True)
 
 
+def landmarks_line(stats: DatasetStats) -> str:
+    """The histogram landmarks recorded: how many images, which percentiles, the standard scale."""
+    marks = stats.landmarks
+    table = marks.standard_table()
+    which = "TorchIO's" if marks.spec.is_torchio else f"cutoff {marks.spec.cutoff[0]:g}/{marks.spec.cutoff[1]:g}"
+    line = f"histogram landmarks ({which}, percentiles {', '.join(f'{q:g}' for q in marks.spec.recorded)}) of {len(marks.names)} image(s)"
+    if table is None:
+        return line + "; no standard scale: every image is constant inside its mask"
+    rows = [("", table["pooled"])] if marks.channels == 1 else list(zip(stats.channel_names, table["channels"]))
+    scale = "; ".join(f"{name + ' ' if name else ''}{', '.join(f'{v:.4g}' for v in row)}" for name, row in rows)
+    return line + f"; standard scale (0..100): {scale}; normalize with --method histogram"
+
+
 def summary_lines(stats: DatasetStats) -> list[str]:
     lines = [f"{stats.files} image(s) measured, {stats.dtype}, channels: {', '.join(stats.channel_names)}"]
     if stats.significant_bits is not None:
@@ -100,6 +113,8 @@ def summary_lines(stats: DatasetStats) -> list[str]:
         lines += [f"  {entry['path']}: {'; '.join(entry['reasons'])}" for entry in stats.flagged]
     elif stats.flagged is not None:
         lines.append("per-image audit: no image stands out")
+    if stats.landmarks is not None:
+        lines.append(landmarks_line(stats))
     if stats.ignored:
         lines.append(f"{stats.ignored} file(s) that are not images were ignored")
     if stats.hidden:
@@ -133,6 +148,9 @@ def print_check(console: Console, report) -> None:
         verdict = "[green]pass[/green]" if channel.passed else "[red]FAIL[/red]"
         table.add_row(channel.name, *(f"{v:.6g}" for v in (s.mean, s.std, s.min, s.max)), channel.promise, verdict)
     console.print(table)
+    for channel in report.channels:
+        if channel.detail:
+            console.print(escape(channel.detail), soft_wrap=True)
     console.print(f"{report.files} image(s) checked; {'passed' if report.passed else 'FAILED'}", soft_wrap=True)
     for entry in report.skipped:
         console.print(escape(f"  skipped {entry['path']}: {entry['reason']}"), soft_wrap=True)

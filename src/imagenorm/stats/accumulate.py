@@ -34,6 +34,7 @@ from . import kernels
 from .float_percentiles import BracketValues, FloatHistogram
 from .histogram import KERNEL_DTYPES, IntegerHistogram, RangeTooWide, histogram_moments
 from .items import ItemSource
+from .landmarks import ImageLandmarks, LandmarkSpec
 from ..sources import StreamSource
 from .measurement import Measurement, joinable, merged_maximum
 from .moments import FloatMoments, ImageSpread
@@ -72,6 +73,7 @@ class Job:
     exclude: frozenset[int] = frozenset()
     mask: MaskSpec | None = None  # count only the voxels inside it
     audit: bool = False  # collect a row of statistics per image
+    landmarks: LandmarkSpec | None = None  # record each image's histogram landmarks
 
     @property
     def scaled(self) -> bool:
@@ -90,8 +92,11 @@ class Job:
 
     def empty_measurement(self) -> Measurement:
         later_pass = self.percentile_pass is not None or self.bracket_pass is not None
-        spread = None if later_pass else ImageSpread.empty(len(self.layout.channels))
-        return Measurement(self.empty_state(), spread)
+        if later_pass:
+            return Measurement(self.empty_state())
+        channels = len(self.layout.channels)
+        landmarks = None if self.landmarks is None else ImageLandmarks.empty(self.landmarks, channels)
+        return Measurement(self.empty_state(), ImageSpread.empty(channels), landmarks=landmarks)
 
 
 def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
@@ -143,6 +148,8 @@ def accumulate_range(job: Job, start: int, stop: int) -> Measurement:
             partial.notes |= frozenset(image.notes)
         if job.audit and partial.spread is not None:
             partial.rows.append(_audit_row(job, index, image, pixels))
+        if partial.landmarks is not None:
+            partial.landmarks.add(job.items.global_index(index), job.items.name(index), pixels)
         del image, pixels  # free the pixels before the next decode, so their memory is reused
     if partial.spread is not None:
         partial.spread = ImageSpread.of_images(image_means, image_stds, len(job.layout.channels))
@@ -170,7 +177,7 @@ def count_slices(job: Job, index: int, state) -> Counted | None:
     dtype changes within the series (a per-slice rescale) and values too spread for bins are
     measured as the whole volume instead, read again.
     """
-    if job.mask is not None or job.audit or job.scaled or state.kind != IntegerHistogram.kind:
+    if job.mask is not None or job.audit or job.landmarks is not None or job.scaled or state.kind != IntegerHistogram.kind:
         return None
     slices = job.items.slices(index, job.options)
     if slices is None:

@@ -99,7 +99,7 @@ def run_signature(job, chunks: list[tuple[int, int]]) -> Signature:
             known[files] = _identity(list(files))
         identities[index] = known[files]
     described = repr((len(job.items), chunks, job.options, job.layout, job.on_error,
-                      None if job.mask is None else job.mask.describe(), job.audit))
+                      None if job.mask is None else job.mask.describe(), job.audit, job.landmarks))
     run.update(described.encode("utf-8"))
     return Signature(run.hexdigest(), identities)
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..atomic import check_target
 from ..audit import flag_outliers
-from ..errors import EmptyDatasetError, ImagenormError
+from ..errors import EmptyDatasetError, ImagenormError, warn
 from ..masks import MaskSpec
 from ..options import ReadOptions, check_choice, OptionError
 from ..sources import StreamSource, source_root
@@ -17,6 +17,7 @@ from .accumulate import Job
 from .checkpoint import Checkpoint
 from .items import FileItems, ItemSource, as_item_source
 from ..containers import Selection
+from .landmarks import DegenerateLandmarksError, ImageLandmarks, LandmarkSpec
 from .measurement import Measurement
 from .result import DatasetStats, coarse_histograms, float_percentiles_from
 from .state import common_dtype
@@ -29,6 +30,7 @@ def compute_stats(
     workers: int = 0,
     on_error: str = "fail",
     audit: bool = False,
+    landmarks: bool | LandmarkSpec = False,
     percentiles: bool = True,
     float_percentiles: str = "exact",
     distributed: bool = False,
@@ -59,6 +61,10 @@ def compute_stats(
             ``DatasetStats.skipped`` and goes on.
         audit: keep a row of statistics per image (``DatasetStats.audit_rows``) and flag
             the images that stand out (``DatasetStats.flagged``, saved in the stats file).
+        landmarks: record each image's histogram landmarks (``True``: TorchIO's percentiles,
+            or a :class:`~imagenorm.stats.landmarks.LandmarkSpec`) and learn the standard
+            scale of Nyúl standardization (``DatasetStats.landmarks``; see
+            :class:`~imagenorm.HistogramStandardize`). Same pass, inside the mask.
         percentiles: False skips the passes that float data need for percentiles.
         float_percentiles: for float data, ``"exact"`` (a third pass collects the values in
             the histogram bins that hold the target ranks: numpy's values exactly) or
@@ -110,13 +116,17 @@ def compute_stats(
     mask = MaskSpec.from_options(read_options, source_root(items.paths, source) if isinstance(items, FileItems) else None)
     runner = Ranks(group, timeout) if distributed or group is not None else OneProcess()
     layout, first_name = runner.probe(items, read_options, on_error)
-    job = Job(runner.shard(items), read_options, layout, first_name, on_error=on_error, mask=mask, audit=audit)
+    spec = _landmark_spec(landmarks)
+    job = Job(runner.shard(items), read_options, layout, first_name, on_error=on_error, mask=mask, audit=audit,
+              landmarks=spec)
     accumulate.prepare(job)
     saver = _checkpoint(checkpoint, runner)
     if saver is not None:
         check_target(saver.path, regular=True)
     first_pass = runner.run(job, workers, progress, saver)
     _check_counted(first_pass, first_pass.files + len(first_pass.skipped))
+    if spec is not None:
+        first_pass.landmarks = _learned(first_pass.landmarks)
     float_results = _float_percentiles(runner, job, first_pass, workers, float_percentiles) if (
         percentiles and not first_pass.state.exact) else {}
     result = DatasetStats(
@@ -146,6 +156,26 @@ def resolve_read_options(read_options: ReadOptions | None, given: dict[str, Any]
     if not isinstance(read_options, ReadOptions):
         raise OptionError(f"read_options must be a ReadOptions, got {type(read_options).__name__}")
     return read_options.with_given("read_options", recorded_as="has", **given)
+
+
+def _landmark_spec(landmarks: bool | LandmarkSpec) -> LandmarkSpec | None:
+    if isinstance(landmarks, LandmarkSpec):
+        return landmarks
+    if not isinstance(landmarks, bool):
+        raise OptionError(f"landmarks must be True, False or a LandmarkSpec, got {landmarks!r}")
+    return LandmarkSpec() if landmarks else None
+
+
+def _learned(landmarks: ImageLandmarks) -> ImageLandmarks:
+    """The images' landmarks in item order; a warning says which images the standard scale leaves out."""
+    ordered = landmarks.in_item_order()
+    try:
+        ordered.standard(channel_wise=True)
+        if ordered.channels > 1:
+            ordered.standard(channel_wise=False, quiet=True)
+    except DegenerateLandmarksError as error:
+        warn(str(error))
+    return ordered
 
 
 def _checkpoint(checkpoint, runner) -> Checkpoint | None:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import warn
+from .landmarks import ImageLandmarks
 from .moments import FloatMoments, ImageSpread
 from .state import State
 
@@ -28,11 +30,20 @@ def _merged_spread(a: ImageSpread | None, b: ImageSpread | None) -> ImageSpread 
     return None if a is None or b is None else a.merge(b)
 
 
+def _merged_landmarks(a: ImageLandmarks | None, b: ImageLandmarks | None) -> ImageLandmarks | None:
+    if a is None or b is None:
+        if a is not None or b is not None:
+            warn("only one part has histogram landmarks (stats --landmarks): the merged statistics have none")
+        return None
+    return a.merge(b)
+
+
 #: The reductions a field may declare: every merge (workers, ranks, resumed checkpoints,
 #: merged stats files) combines each field with its own, in item order.
 REDUCTIONS: dict[str, Callable[[Any, Any], Any]] = {
     "state": lambda a, b: a.merge(b),
     "spread": _merged_spread,
+    "landmarks": _merged_landmarks,
     "sum": operator.add,
     "concatenate": operator.add,
     "any": operator.or_,
@@ -68,6 +79,7 @@ class Measurement:
     voxels: int = reduced("sum", default=0)  # every decoded value, inside a mask or not
     spatial: frozenset[int] = reduced("union", default=frozenset())  # spatial dimensions (2: pictures, 3: volumes)
     maximum: int | None = reduced("maximum", default=None)  # declared maximum (0: none declared, -1: they differ)
+    landmarks: ImageLandmarks | None = reduced("landmarks", default=None)  # per-image histogram landmarks (first pass)
 
     def merge(self, other: "Measurement") -> "Measurement":
         """Both parts together: each field by its declared reduction."""
@@ -90,8 +102,12 @@ class Measurement:
             for part in ("means", "stds"):
                 _, spread_arrays = getattr(self.spread, part).to_arrays()
                 arrays.update({f"spread_{part}.{key}": value for key, value in spread_arrays.items()})
-        meta = {f.name: _to_json(getattr(self, f.name)) for f in fields(self) if f.name not in ("state", "spread")}
+        meta = {f.name: _to_json(getattr(self, f.name)) for f in fields(self) if f.name not in _OBJECTS}
         meta["state"] = state_meta
+        if self.landmarks is not None:
+            meta["landmarks"] = self.landmarks.to_dict(values=False)
+            arrays["landmarks.values"] = self.landmarks.values
+            arrays["landmarks.indices"] = np.asarray(self.landmarks.indices, np.int64)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
         return arrays
 
@@ -103,9 +119,16 @@ class Measurement:
         if any(key.startswith("spread_means.") for key in arrays):
             spread = ImageSpread(*(FloatMoments.from_arrays({"kind": FloatMoments.kind}, _part(arrays, f"spread_{part}."))
                                    for part in ("means", "stds")))
-        plain = {f.name: _from_json(meta[f.name], f.metadata["reduction"]) for f in fields(cls)
-                 if f.name not in ("state", "spread")}
-        return cls(state=State.from_arrays(meta["state"], _part(arrays, "state.")), spread=spread, **plain), meta
+        plain = {f.name: _from_json(meta[f.name], f.metadata["reduction"]) for f in fields(cls) if f.name not in _OBJECTS}
+        landmarks = None
+        if meta.get("landmarks") is not None:
+            landmarks = ImageLandmarks.from_dict(meta["landmarks"], arrays["landmarks.values"],
+                                                 arrays["landmarks.indices"].tolist())
+        return cls(state=State.from_arrays(meta["state"], _part(arrays, "state.")), spread=spread, landmarks=landmarks,
+                   **plain), meta
+
+
+_OBJECTS = ("state", "spread", "landmarks")  # stored by their own methods, not as plain JSON
 
 
 def _to_json(value: Any) -> Any:

@@ -14,6 +14,7 @@ from .. import statsfile
 from ..errors import ImagenormError
 from ..options import ReadOptions
 from .float_percentiles import FLOAT_BINS, FloatHistogram
+from .landmarks import ImageLandmarks
 from .measurement import Measurement
 from .moments import ImageSpread
 from .state import State, common_dtype
@@ -79,6 +80,11 @@ class DatasetStats:
     def spread(self) -> ImageSpread | None:
         """How images differ (moments of the per-image means and stds)."""
         return self.measurement.spread
+
+    @property
+    def landmarks(self) -> ImageLandmarks | None:
+        """Each image's histogram landmarks, when measured with ``landmarks=True`` (``--landmarks``)."""
+        return self.measurement.landmarks
 
     @property
     def skipped(self) -> list[dict[str, str]]:

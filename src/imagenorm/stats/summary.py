@@ -63,24 +63,29 @@ def target_ranks(total: int, qs: Iterable[float] = PERCENTILES) -> list[int]:
     return sorted(ranks)
 
 
-def linear_percentiles(total: int, value_at: Callable[[int], float], qs=PERCENTILES) -> dict[str, float]:
-    """``numpy.percentile(data, q)`` (method "linear") of ``total`` sorted values, given
-    ``value_at(rank)``; numpy's interpolation is replicated step by step."""
-    result = {}
+def linear_percentile_values(total: int, value_at: Callable[[int], float], qs: Iterable[float]) -> list[float]:
+    """``numpy.percentile(data, qs)`` (method "linear") of ``total`` sorted values, given
+    ``value_at(rank)``, in the order of ``qs``; numpy's interpolation is replicated step by step."""
+    result = []
     for q in qs:
         below, above, gamma = linear_rank(total, q)
         a, b = value_at(below), value_at(above)
         difference = b - a
-        value = b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma
-        result[percentile_key(q)] = float(value)
+        result.append(float(b - difference * (1 - gamma) if gamma >= 0.5 else a + difference * gamma))
     return result
 
 
-def percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PERCENTILES) -> dict[str, float]:
-    """``numpy.percentile(data, q)`` (method "linear") of data given as sorted values with counts."""
+def linear_percentiles(total: int, value_at: Callable[[int], float], qs=PERCENTILES) -> dict[str, float]:
+    """:func:`linear_percentile_values` keyed as in the stats file (``"0.5"``, ``"99"``)."""
+    return dict(zip((percentile_key(q) for q in qs), linear_percentile_values(total, value_at, qs)))
+
+
+def percentile_values_from_counts(values: np.ndarray, counts: np.ndarray, qs: Iterable[float]) -> list[float]:
+    """``numpy.percentile(data, qs)`` (method "linear") of data given as sorted values with counts."""
     cumulative = np.cumsum(counts)
+    return linear_percentile_values(int(cumulative[-1]), lambda rank: float(values[np.searchsorted(cumulative, rank, side="right")]), qs)
 
-    def value_at(rank: int) -> float:
-        return float(values[np.searchsorted(cumulative, rank, side="right")])
 
-    return linear_percentiles(int(cumulative[-1]), value_at, qs)
+def percentiles_from_counts(values: np.ndarray, counts: np.ndarray, qs=PERCENTILES) -> dict[str, float]:
+    """:func:`percentile_values_from_counts` keyed as in the stats file."""
+    return dict(zip((percentile_key(q) for q in qs), percentile_values_from_counts(values, counts, qs)))
