@@ -508,3 +508,31 @@ def test_four_d_channels_pooled_equals_torchio(tmp_path):
         expected = tio.HistogramStandardization({"mri": landmarks})(subject).mri.data.numpy()
     volume = torch.from_numpy(np.ascontiguousarray(read_image(str(paths[0])).pixels))
     assert_output_equal(transform(volume[None])[0].numpy(), expected)
+
+
+@pytest.mark.parametrize("mask", ["nonzero", "threshold:>300"])
+def test_per_image_transforms_take_the_recorded_mask_on_one_volume(mask):
+    """A recorded mask (MaskSpec) on one volume (C, D, H, W) with spatial_dims=3: the channel axis is
+    told, not guessed from the shape, for every per-image transform as for HistogramStandardize."""
+    from imagenorm.masks import MaskSpec
+
+    rng = np.random.default_rng(9)
+    volume = torch.from_numpy(rng.integers(0, 1000, (2, 6, 7, 8)).astype(np.int16))
+    volume[:, :2] = 0
+    spec = MaskSpec.parse(mask)
+    for transform in (imagenorm.Standardize(per_image=True, mask=spec, spatial_dims=3),
+                      imagenorm.PercentileScale(per_image=True, mask=spec, spatial_dims=3)):
+        np.testing.assert_array_equal(transform(volume).numpy(), transform(volume[None])[0].numpy())
+    plane = torch.from_numpy(rng.integers(0, 1000, (9, 10)).astype(np.int16))
+    plane[:3] = 0
+    inside = plane[plane > 300] if mask.startswith("threshold") else plane[plane != 0]
+    y = imagenorm.Standardize(per_image=True, mask=spec)(plane)  # (H, W): no channel axis at all
+    expected = (plane.double() - inside.double().mean()) / inside.double().std(unbiased=False)
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_per_image_percentiles_are_numpy_exactly():
+    rng = np.random.default_rng(10)
+    x = torch.from_numpy(rng.normal(0, 1, (1, 1, 1001)))
+    low, high = imagenorm.functional.image_statistics(x, "percentiles", q=(0.5, 99.5))
+    assert (low[0, 0], high[0, 0]) == tuple(np.percentile(x.numpy(), (0.5, 99.5)))

@@ -22,8 +22,9 @@ a float32 ``x * scale + shift`` would cancel digits (see :mod:`imagenorm.fused`)
 tensors give empty outputs of the same shape.
 
 Per-image statistics (``per_image=True``) are computed for each item of a batch (and each
-channel, unless ``channel_wise=False``), optionally over a ``mask``: ``"nonzero"``, a boolean
-tensor broadcastable to the input, or a callable returning one. Policies:
+channel, unless ``channel_wise=False``), optionally over a ``mask``: ``"nonzero"`` (a voxel
+where any channel is nonzero, as ``--mask nonzero``), a boolean tensor broadcastable to the
+input, or a callable returning one. Policies:
 
 - a constant image (or channel, or an empty mask) has no spread: standardize maps it to 0,
   the range methods to ``out_range[0]``; ``eps`` sets a floor on std or range instead;
@@ -54,7 +55,9 @@ import torch
 
 from . import fused
 from .errors import ImagenormError, InputError
+from .masks import MaskSpec
 from .options import OptionError
+from .stats.summary import linear_percentile_values
 
 Mask = Union[str, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 Numbers = Union[Sequence[float], torch.Tensor, np.ndarray, float]
@@ -428,7 +431,7 @@ def image_statistics(
     """
     _check_dtype(x.dtype)
     axis = channel_axis(x, spatial_dims)
-    values, valid = _flat_items(x, axis, channel_wise, _resolve_mask(mask, x))
+    values, valid = _flat_items(x, axis, channel_wise, _resolve_mask(mask, x, axis))
     if kind == "moments":
         count = valid.sum(-1)
         zeros = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -452,14 +455,16 @@ def image_statistics(
     raise OptionError(f"unknown statistics kind {kind!r}")
 
 
-def _resolve_mask(mask: Mask, x: torch.Tensor) -> torch.Tensor | None:
+def _resolve_mask(mask: Mask, x: torch.Tensor, axis: int | None | str = "guess") -> torch.Tensor | None:
+    """The boolean mask of ``x`` (broadcast to its shape); a recorded mask (a MaskSpec) is told
+    the channel axis ``axis``, which a volume ``(C, D, H, W)`` does not show by its shape."""
     if mask is None:
         return None
     if isinstance(mask, str):
         if mask != "nonzero":
             raise OptionError(f"mask must be 'nonzero', a boolean tensor or a callable, got {mask!r}")
-        return x != 0
-    resolved = mask(x) if callable(mask) else mask
+        mask = MaskSpec("nonzero")  # one meaning everywhere: a voxel where any channel is nonzero
+    resolved = mask(x, axis) if isinstance(mask, MaskSpec) and axis != "guess" else mask(x) if callable(mask) else mask
     if not isinstance(resolved, torch.Tensor) or resolved.dtype != torch.bool:
         raise InputError("the mask must be a boolean tensor (or a callable returning one)")
     try:
@@ -491,16 +496,9 @@ def _percentiles(values: torch.Tensor, valid: torch.Tensor, q: tuple[float, floa
             chosen = values[item, group][valid[item, group]]
             if chosen.numel():
                 ordered = torch.sort(chosen).values
-                low[item, group], high[item, group] = (_linear_quantile(ordered, p) for p in q)
+                low[item, group], high[item, group] = linear_percentile_values(
+                    ordered.numel(), lambda rank: float(ordered[rank]), q)
     return low, high
-
-
-def _linear_quantile(ordered: torch.Tensor, percent: float) -> float:
-    position = (ordered.numel() - 1) * (percent / 100)
-    below = min(int(math.floor(position)), ordered.numel() - 1)
-    above = min(below + 1, ordered.numel() - 1)
-    a, b = float(ordered[below]), float(ordered[above])
-    return a + (b - a) * (position - below)
 
 
 # --- options, checked where they enter ---------------------------------------------

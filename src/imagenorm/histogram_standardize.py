@@ -209,7 +209,7 @@ class HistogramStandardize(_Normalize):
             return F._resolve_mask(mask, x).reshape(items.shape)
         if isinstance(mask, MaskSpec) and mask.kind == "threshold" and factor != 1.0:
             mask = dataclasses.replace(mask, value=mask.value / factor)
-        return torch.broadcast_to(F._resolve_mask(mask, items), items.shape)
+        return F._resolve_mask(mask, items, 1)
 
     def _map(self, values: torch.Tensor, chosen: torch.Tensor | None, standard: torch.Tensor, factor: float,
              target: torch.Tensor) -> None:

@@ -88,13 +88,16 @@ class MaskSpec:
             return int(self.channel)
         raise ReadError(path or "mask", f"the mask's channel {self.channel!r} is not among its channels {list(channels)}")
 
-    def __call__(self, image):
-        """The mask of a channel-first image tensor ``(C, ...)``, or of a batch ``(B, C, ...)``
-        (4-D or 5-D), keeping the channel axis as 1 (for the ``mask=`` of per-image transforms;
-        mask files need a path and cannot be used here)."""
+    def __call__(self, image, axis: int | None | str = "guess"):
+        """The mask of an image tensor, keeping the channel axis ``axis`` as 1 (None: the image
+        has no channel axis; by default guessed: 1 for a 4-D or 5-D batch, else 0), for the
+        ``mask=`` of per-image transforms (mask files need a path and cannot be used here)."""
         if self.kind == "folder":
             raise OptionError("per-image normalization cannot use mask files; use mask='nonzero' or a threshold")
-        axis = 1 if image.ndim in (4, 5) else 0
+        if axis == "guess":
+            axis = 1 if image.ndim in (4, 5) else 0
+        if axis is None:  # one channel, no axis for it
+            return image != 0 if self.kind == "nonzero" else _OPERATORS[self.comparison](image, self.value)
         if self.kind == "nonzero":
             return (image != 0).any(dim=axis, keepdim=True)
         reference = image.narrow(axis, self.reference(tuple(str(i) for i in range(image.shape[axis]))), 1)
@@ -113,6 +116,16 @@ class MaskSpec:
             mask_path = _nnunet_label(mask_path, path) or mask_path
         return mask_path
 
+    def nnunet_channels(self, paths: list[str]) -> list[str]:
+        """The channel suffixes (``0000``, ``0001``) of images whose mask is nnU-Net's label file:
+        more than one means several channel files are being measured as one channel."""
+        found = set()
+        for path in paths:
+            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+            if not os.path.exists(os.path.join(self.folder, relative)) and _nnunet_label(os.path.join(self.folder, relative), path):
+                found.add(_CHANNEL_SUFFIX.match(os.path.basename(path))["channel"])
+        return sorted(found)
+
     def by_index(self, channels: tuple[str, ...]) -> "MaskSpec":
         """The same mask with a threshold's channel named by its index in ``channels`` (a tensor
         has no channel names)."""
@@ -127,12 +140,15 @@ class MaskSpec:
         if not os.path.exists(mask_path):
             raise ReadError(path, f"no mask file {display_path(mask_path)}")
         mask = read_image(mask_path).pixels
-        if mask.shape[1:] != pixels.shape[1:]:
+        if mask.shape[1:] != pixels.shape[1:] and not _pooled_volumes(path, pixels, mask):
             raise ReadError(path, f"its mask {display_path(mask_path)} has shape {mask.shape[1:]}, the image {pixels.shape[1:]}")
+        if mask.shape[1:] != pixels.shape[1:]:  # one 3-D mask for every volume of a pooled 4-D NIfTI
+            mask = np.tile(mask, (1, pixels.shape[1] // mask.shape[1]) + (1,) * (mask.ndim - 2))
+        _check_same_space(path, mask_path)
         return (mask != 0).any(axis=0)
 
 
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_\d{4}(?P<extension>\.nii\.gz|\.nii|\.[^.]+)$")
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<extension>\.nii\.gz|\.nii|\.[^.]+)$")
 
 
 def _nnunet_label(mask_path: str, image_path: str) -> str | None:
@@ -146,3 +162,35 @@ def _nnunet_label(mask_path: str, image_path: str) -> str | None:
         return None
     label = os.path.join(folder, match["case"] + match["extension"])
     return label if os.path.exists(label) else None
+
+
+def _pooled_volumes(path: str, pixels: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether ``pixels`` are the volumes of a 4-D NIfTI pooled into one (``nifti_4d="pooled"``:
+    volume after volume along the first axis) and ``mask`` is a 3-D mask of one volume."""
+    if not path.lower().endswith((".nii", ".nii.gz")) or pixels.ndim != 4 or mask.ndim != 4:
+        return False
+    if pixels.shape[2:] != mask.shape[2:] or pixels.shape[1] % mask.shape[1] or pixels.shape[1] == mask.shape[1]:
+        return False
+    import nibabel
+
+    try:
+        shape = nibabel.load(path).shape
+    except Exception:
+        return False
+    return len(shape) > 3 and tuple(shape[:3]) == tuple(mask.shape[1:])
+
+
+def _check_same_space(path: str, mask_path: str) -> None:
+    """A NIfTI image and its NIfTI mask must lie in the same space (affine), not only share a shape:
+    a flipped or shifted label would select other tissue."""
+    if not all(p.lower().endswith((".nii", ".nii.gz")) for p in (path, mask_path)):
+        return
+    import nibabel
+
+    try:
+        image, mask = nibabel.load(path).affine, nibabel.load(mask_path).affine
+    except Exception:  # unreadable headers were named by the readers already
+        return
+    if not np.allclose(image, mask, rtol=1e-4, atol=1e-3):
+        raise ReadError(path, f"its mask {display_path(mask_path)} has the same shape but another affine (it lies "
+                              "elsewhere in space, e.g. flipped); resample it onto the image")

@@ -127,15 +127,18 @@ def normalize_pixels(transform: nn.Module, pixels: np.ndarray, mask: np.ndarray 
     ``mask`` (spatial, boolean): this image's foreground, for a transform that takes one per call.
 
     A volume ``(C, D, H, W)`` is one image, not a batch: it goes in as a batch of one volume
-    ``(1, C, D, H, W)``, whose channel axis every transform knows, whatever its ``spatial_dims``.
+    ``(1, C, D, H, W)``, whose channel axis every transform knows, whatever its ``spatial_dims``;
+    an image of more axes (a time-lapse stack ``(C, T, Z, Y, X)``) goes in as one volume of all
+    its planes.
     """
     if not (pixels.flags.writeable and pixels.flags.c_contiguous):
         pixels = np.array(pixels, order="C")
     image = torch.from_numpy(pixels)
     given = {} if mask is None else {"mask": torch.from_numpy(np.ascontiguousarray(mask))[None]}
-    if pixels.ndim == 4:
-        given = {key: value[None] for key, value in given.items()}
-        return transform(image[None], **given)[0].numpy()
+    if pixels.ndim >= 4:  # a volume, or a stack of more axes (C, T, Z, Y, X): one volume of all its planes
+        volume = (1, pixels.shape[0], -1) + pixels.shape[-2:]
+        given = {key: value.reshape((1, 1, -1) + pixels.shape[-2:]) for key, value in given.items()}
+        return transform(image.reshape(volume), **given)[0].numpy().reshape(pixels.shape)
     return transform(image, **given).numpy()
 
 

@@ -104,7 +104,8 @@ def write_tiff(target: str, pixels: np.ndarray, channels: tuple[str, ...], *, na
         layout = {"photometric": "rgb" if colour == 3 else "minisblack", "planarconfig": "contig",
                   "extrasamples": (_UNSPECIFIED,) * (count - colour)}
     with atomic_write(target, "wb") as file:  # named: tifffile asks a file object for its name
-        tifffile.imwrite(tifffile.FileHandle(file, name=os.path.basename(target)), data, **layout)
+        tifffile.imwrite(tifffile.FileHandle(file, name=os.path.basename(target)), data, ome=False, **layout)
+        # ome=False: a name ending .ome.tiff would make tifffile guess OME axes (slices as channels)
 
 
 def check_nifti_source(name: str, path: str | None) -> None:

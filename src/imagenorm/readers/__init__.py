@@ -129,6 +129,9 @@ def _decoded(decode: Callable[[ReadOptions], DecodedImage], name: str, options: 
         if path is not None and os.path.isfile(path) and os.path.getsize(path) == 0:
             raise ReadError(name, "empty file (0 bytes)") from None
         raise ReadError(name, describe_decoder_error(error)) from None
+    if image.pixels.dtype.kind == "c":
+        raise ReadError(name, f"complex values ({image.pixels.dtype}, e.g. MR phase or k-space) are not pixel "
+                              "intensities: store the magnitude (numpy.abs) or the real part")
     return apply_channel_options(native_order(image), options, name)
 
 

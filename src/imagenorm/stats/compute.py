@@ -114,6 +114,8 @@ def compute_stats(
     if streamed and checkpoint is not None:
         raise OptionError("checkpoint needs a source with a length (files, shards, a map-style dataset), not a stream")
     mask = MaskSpec.from_options(read_options, source_root(items.paths, source) if isinstance(items, FileItems) else None)
+    if mask is not None and mask.kind == "folder":
+        _check_mask_files(mask, items, read_options)
     runner = Ranks(group, timeout) if distributed or group is not None else OneProcess()
     layout, first_name = runner.probe(items, read_options, on_error)
     spec = _landmark_spec(landmarks)
@@ -156,6 +158,20 @@ def resolve_read_options(read_options: ReadOptions | None, given: dict[str, Any]
     if not isinstance(read_options, ReadOptions):
         raise OptionError(f"read_options must be a ReadOptions, got {type(read_options).__name__}")
     return read_options.with_given("read_options", recorded_as="has", **given)
+
+
+def _check_mask_files(mask: MaskSpec, items: ItemSource, read_options: ReadOptions) -> None:
+    """Mask files name single files: several nnU-Net channel files are not one channel, and
+    DICOM slices are measured one by one (said, not silent)."""
+    channels = mask.nnunet_channels(items.paths)
+    if len(channels) > 1:
+        raise OptionError(f"the images are nnU-Net channel files _{' and _'.join(channels)} of the same cases: "
+                          f"measure each channel apart, e.g. 'imagesTr/*_{channels[0]}.nii.gz'")
+    from ..readers import dicom, reader_for
+
+    if read_options.dicom_series and any(reader_for(path) is dicom.read for path in items.paths):
+        warn("with mask files (mask_dir=) each DICOM file is its own image, its mask file named like the slice: "
+             "per-image statistics, landmarks and audit rows are per slice")
 
 
 def _landmark_spec(landmarks: bool | LandmarkSpec) -> LandmarkSpec | None:
