@@ -182,8 +182,11 @@ def test_finding_complex_nifti_is_an_internal_error(tmp_path):
     (tmp_path / "src").mkdir()
     values = np.random.default_rng(0).normal(size=(4, 5, 6)) + 1j * np.random.default_rng(1).normal(size=(4, 5, 6))
     nibabel.save(nibabel.Nifti1Image(values.astype(np.complex64), np.eye(4)), tmp_path / "src" / "phase.nii.gz")
-    with pytest.raises(ImagenormError, match=r"phase\.nii\.gz"):
+    with pytest.raises(imagenorm.ReadError, match=r"phase\.nii\.gz.*complex"):
         imagenorm.compute_stats(str(tmp_path / "src"))
+    nibabel.save(nibabel.Nifti1Image(np.ones((4, 5, 6), np.float32), np.eye(4)), tmp_path / "src" / "real.nii.gz")
+    skipped = imagenorm.compute_stats(str(tmp_path / "src"), on_error="skip")
+    assert skipped.files == 1 and "phase.nii.gz" in skipped.skipped[0]["path"]
 
 
 def nnunet_case(root: Path, case: str, shape, rng, label_affine=None):
@@ -440,3 +443,99 @@ def test_multi_frame_dicom_as_tiff_reads_back_as_the_npy(tmp_path, name):
     np.testing.assert_array_equal(read_image(tmp_path / "tiff" / f"{stem}.tiff").pixels, expected)
     with tifffile.TiffFile(tmp_path / "tiff" / f"{stem}.tiff") as tif:
         assert len(tif.pages) == expected.shape[1]
+
+
+
+# =====================================================================================================
+# Found by the review of the fixes above
+# =====================================================================================================
+def test_a_mask_per_volume_is_not_tiled_for_pooled_volumes(tmp_path):
+    """A 4-D mask (one per volume) for a 4-D NIfTI under nifti_4d="pooled": each volume keeps its own
+    mask, never their union tiled; the numbers equal numpy over the per-volume masks."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    data = rng.integers(0, 200, (6, 5, 4, 3)).astype(np.int16)
+    masks = (rng.random((6, 5, 4, 3)) < 0.3).astype(np.uint8)
+    nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), tmp_path / "img" / "dwi.nii.gz")
+    nibabel.save(nibabel.Nifti1Image(masks, np.eye(4)), tmp_path / "lab" / "dwi.nii.gz")
+    try:
+        stats = imagenorm.compute_stats(str(tmp_path / "img"), mask_dir=str(tmp_path / "lab"), nifti_4d="pooled")
+    except ImagenormError as error:
+        assert "mask" in str(error)
+        return
+    inside = data[masks > 0].astype(np.float64)
+    assert stats.channels[0].count == inside.size and stats.channels[0].mean == pytest.approx(inside.mean())
+
+
+@pytest.mark.parametrize("folder, names, masks", [
+    ("images", ("frame_0001", "frame_0002", "frame_0003"), ("frame_0001", "frame_0002", "frame_0003")),
+    ("imagesTr", ("a_0000", "b_0001"), ("a", "b")),
+])
+def test_ordinary_numbered_files_are_not_nnunet_channels(tmp_path, folder, names, masks):
+    """Numbered frames outside nnU-Net's folders, or two cases of one channel each in imagesTr
+    (labels a and b): measured as before, not refused as channels of one case."""
+    rng = np.random.default_rng(4)
+    (tmp_path / folder).mkdir()
+    (tmp_path / "masks").mkdir()
+    for name, mask in zip(names, masks):
+        np.save(tmp_path / folder / f"{name}.npy", rng.integers(0, 100, (1, 6, 7)).astype(np.uint8))
+        np.save(tmp_path / "masks" / f"{mask}.npy", (rng.random((1, 6, 7)) < 0.5).astype(np.uint8))
+    stats = imagenorm.compute_stats(str(tmp_path / folder), mask_dir=str(tmp_path / "masks"))
+    assert stats.files == len(names)
+
+
+def test_an_empty_volume_is_written_not_an_internal_error(tmp_path):
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "empty.npy", np.zeros((1, 4, 4, 0), np.float32))
+    np.save(tmp_path / "src" / "full.npy", np.arange(64, dtype=np.float32).reshape(1, 4, 4, 4))
+    report = apply(tmp_path / "src", tmp_path / "out")
+    assert report.written == 2 and np.load(tmp_path / "out" / "empty.npy").shape == (1, 4, 4, 0)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 7), (2, 3, 6, 7)])
+def test_the_word_nonzero_is_any_channel_against_numpy(shape):
+    """mask="nonzero" on (C, H, W) and (B, C, H, W) with zeros that differ per channel: each image's
+    statistics come from the pixels where any of its channels is nonzero (as --mask nonzero)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 100, shape).astype(np.float64)
+    x[rng.random(shape) < 0.4] = 0
+    batch = x if len(shape) == 4 else x[None]
+    found = imagenorm.Standardize(per_image=True, mask="nonzero")(torch.from_numpy(x)).numpy()
+    found = found if len(shape) == 4 else found[None]
+    for image, result in zip(batch, found):
+        inside = (image != 0).any(axis=0)
+        for channel in range(image.shape[0]):
+            values = image[channel][inside]
+            np.testing.assert_allclose(result[channel], (image[channel] - values.mean()) / values.std(), rtol=1e-5)
+
+
+def test_dataset_and_apply_agree_on_a_five_d_stack(tmp_path):
+    """A (C, T, Z, Y, X) TIFF stack through ImageFolderDataset and through apply: one image, the same output."""
+    rng = np.random.default_rng(6)
+    (tmp_path / "src").mkdir()
+    stack = (rng.normal(0, 1, (2, 3, 2, 8, 9)) + np.arange(2)[:, None, None, None, None]).astype(np.float32)
+    tifffile.imwrite(tmp_path / "src" / "s.tif", np.moveaxis(stack, 0, 2), imagej=True, metadata={"axes": "TZCYX"})
+    pixels = read_image(str(tmp_path / "src" / "s.tif")).pixels
+    assert pixels.ndim == 5
+    apply(tmp_path / "src", tmp_path / "out")
+    transform = imagenorm.Standardize(per_image=True)
+    item = imagenorm.ImageFolderDataset(str(tmp_path / "src"), transform=transform)[0]
+    np.testing.assert_allclose(item.numpy(), np.load(tmp_path / "out" / "s.npy"), rtol=1e-6, atol=1e-6)
+
+
+def test_one_dicom_file_per_folder_with_mask_files_says_nothing(tmp_path):
+    """Radiographs, one DICOM file per series: nothing is split, so no slice warning."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), tmp_path / "img" / "a.dcm")
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), tmp_path / "msk" / "a.dcm")  # its nonzero pixels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imagenorm.compute_stats(str(tmp_path / "img"), mask_dir=str(tmp_path / "msk"))
+    assert not warned_about(caught, "slice"), [str(w.message) for w in caught]
+
+
+def test_a_named_threshold_channel_on_an_input_without_channels_is_refused():
+    with pytest.raises(imagenorm.OptionError, match="green"):
+        imagenorm.Standardize(per_image=True, mask=MaskSpec.parse("threshold:>5@green"))(torch.ones(4, 5))

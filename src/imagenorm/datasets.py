@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from .errors import ImagenormError, display_path
 from .options import OptionConflictError, OptionError, ReadOptions, check_choice
 from .readers import read_image
+from .functional import as_one_volume
 from .masks import MaskSpec
 from .sources import PathSource, find_images, is_hidden, source_root
 
@@ -165,12 +166,20 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(index)
-        if self._masks is not None:
-            mask = self._masks.spatial(image.numpy(), self.paths[index])
-            image = self.transform(image, mask=torch.from_numpy(np.ascontiguousarray(mask))[None])
-        elif self.transform is not None:
-            image = self.transform(image)
+        if self.transform is not None:
+            image = self._transformed(image, index)
         return image if self.targets is None else (image, self.targets[index])
+
+    def _transformed(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        """The transform of one image, with its mask file where the transform takes one; a stack
+        of more than three spatial axes ``(C, T, Z, Y, X)`` goes in as one volume."""
+        given = {}
+        if self._masks is not None:
+            given["mask"] = torch.from_numpy(np.ascontiguousarray(self._masks.spatial(image.numpy(), self.paths[index])))[None]
+        if image.ndim <= 4:
+            return self.transform(image, **given)
+        given = {key: as_one_volume(value) for key, value in given.items()}
+        return self.transform(as_one_volume(image), **given)[0].reshape(image.shape)
 
 
 def class_folders(folder: str) -> list[str]:

@@ -71,6 +71,7 @@ __all__ = [
     "check_input_scale",
     "channel_axis",
     "image_statistics",
+    "as_one_volume",
 ]
 
 
@@ -91,6 +92,13 @@ def channel_axis(x: torch.Tensor, spatial_dims: int = 2) -> int | None:
         layouts = "(H, W), (C, H, W) or (B, C, H, W)" if spatial_dims == 2 else "(D, H, W), (C, D, H, W) or (B, C, D, H, W)"
         raise InputError(f"Expected a tensor of shape {layouts}, got {tuple(x.shape)}")
     return None if extra == 0 else extra - 1
+
+
+def as_one_volume(x: torch.Tensor) -> torch.Tensor:
+    """A channel-first image of more than two spatial axes, ``(C, D, H, W)`` or a stack
+    ``(C, T, Z, Y, X)``, as a batch of one volume ``(1, C, D', H, W)`` (its planes stacked): one
+    image whatever a transform's ``spatial_dims``."""
+    return x.reshape((1, x.shape[0], math.prod(x.shape[1:-2])) + tuple(x.shape[-2:]))
 
 
 def _channels(x: torch.Tensor, axis: int | None) -> int:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import os
 import re
@@ -97,6 +98,8 @@ class MaskSpec:
         if axis == "guess":
             axis = 1 if image.ndim in (4, 5) else 0
         if axis is None:  # one channel, no axis for it
+            if self.kind == "threshold" and self.channel not in (None, "0"):
+                raise OptionError(f"the mask's channel {self.channel!r} is not in an input without a channel axis")
             return image != 0 if self.kind == "nonzero" else _OPERATORS[self.comparison](image, self.value)
         if self.kind == "nonzero":
             return (image != 0).any(dim=axis, keepdim=True)
@@ -116,15 +119,20 @@ class MaskSpec:
             mask_path = _nnunet_label(mask_path, path) or mask_path
         return mask_path
 
-    def nnunet_channels(self, paths: list[str]) -> list[str]:
-        """The channel suffixes (``0000``, ``0001``) of images whose mask is nnU-Net's label file:
-        more than one means several channel files are being measured as one channel."""
-        found = set()
+    def nnunet_channels(self, paths: list[str]) -> dict[str, list[str]]:
+        """The nnU-Net cases whose channel files (``case_0000``, ``case_0001`` in ``imagesTr`` or
+        ``imagesTs``) take their mask from one label file: several channels of one case measured as
+        one channel. Case path -> its channel suffixes, for the cases with more than one."""
+        channels: dict[str, set[str]] = {}
         for path in paths:
+            folder, name = os.path.split(os.path.abspath(path))
+            match = _CHANNEL_SUFFIX.match(name)
+            if match is None or os.path.basename(folder) not in NNUNET_IMAGE_FOLDERS:
+                continue
             relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
             if not os.path.exists(os.path.join(self.folder, relative)) and _nnunet_label(os.path.join(self.folder, relative), path):
-                found.add(_CHANNEL_SUFFIX.match(os.path.basename(path))["channel"])
-        return sorted(found)
+                channels.setdefault(os.path.join(folder, match["case"]), set()).add(match["channel"])
+        return {case: sorted(found) for case, found in channels.items() if len(found) > 1}
 
     def by_index(self, channels: tuple[str, ...]) -> "MaskSpec":
         """The same mask with a threshold's channel named by its index in ``channels`` (a tensor
@@ -140,7 +148,7 @@ class MaskSpec:
         if not os.path.exists(mask_path):
             raise ReadError(path, f"no mask file {display_path(mask_path)}")
         mask = read_image(mask_path).pixels
-        if mask.shape[1:] != pixels.shape[1:] and not _pooled_volumes(path, pixels, mask):
+        if mask.shape[1:] != pixels.shape[1:] and not (_pooled_volumes(path, pixels, mask) and _one_volume(mask_path)):
             raise ReadError(path, f"its mask {display_path(mask_path)} has shape {mask.shape[1:]}, the image {pixels.shape[1:]}")
         if mask.shape[1:] != pixels.shape[1:]:  # one 3-D mask for every volume of a pooled 4-D NIfTI
             mask = np.tile(mask, (1, pixels.shape[1] // mask.shape[1]) + (1,) * (mask.ndim - 2))
@@ -148,13 +156,14 @@ class MaskSpec:
         return (mask != 0).any(axis=0)
 
 
+NNUNET_IMAGE_FOLDERS = ("imagesTr", "imagesTs")  # nnU-Net's; their labels lie in labelsTr / labelsTs
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<extension>\.nii\.gz|\.nii|\.[^.]+)$")
 
 
 def _nnunet_label(mask_path: str, image_path: str) -> str | None:
     """nnU-Net's layout: image ``imagesTr/case_0000.nii.gz`` has its label at ``labelsTr/case.nii.gz``
-    (no channel suffix); that path where it exists, for images in an ``images*`` folder only."""
-    if not os.path.basename(os.path.dirname(os.path.abspath(image_path))).startswith("images"):
+    (no channel suffix); that path where it exists, for images in nnU-Net's ``imagesTr``/``imagesTs`` only."""
+    if os.path.basename(os.path.dirname(os.path.abspath(image_path))) not in NNUNET_IMAGE_FOLDERS:
         return None
     folder, name = os.path.split(mask_path)
     match = _CHANNEL_SUFFIX.match(name)
@@ -167,7 +176,7 @@ def _nnunet_label(mask_path: str, image_path: str) -> str | None:
 def _pooled_volumes(path: str, pixels: np.ndarray, mask: np.ndarray) -> bool:
     """Whether ``pixels`` are the volumes of a 4-D NIfTI pooled into one (``nifti_4d="pooled"``:
     volume after volume along the first axis) and ``mask`` is a 3-D mask of one volume."""
-    if not path.lower().endswith((".nii", ".nii.gz")) or pixels.ndim != 4 or mask.ndim != 4:
+    if not path.lower().endswith((".nii", ".nii.gz")) or pixels.ndim != 4 or mask.ndim != 4 or mask.shape[0] != 1:
         return False
     if pixels.shape[2:] != mask.shape[2:] or pixels.shape[1] % mask.shape[1] or pixels.shape[1] == mask.shape[1]:
         return False
@@ -177,7 +186,18 @@ def _pooled_volumes(path: str, pixels: np.ndarray, mask: np.ndarray) -> bool:
         shape = nibabel.load(path).shape
     except Exception:
         return False
-    return len(shape) > 3 and tuple(shape[:3]) == tuple(mask.shape[1:])
+    return len(shape) > 3 and tuple(shape[:3]) == tuple(mask.shape[1:]) and math.prod(shape[3:]) > 1
+
+
+def _one_volume(mask_path: str) -> bool:
+    """Whether the mask file holds one 3-D volume (not a mask per volume)."""
+    import nibabel
+
+    try:
+        shape = nibabel.load(mask_path).shape
+    except Exception:
+        return False
+    return math.prod(shape[3:]) == 1
 
 
 def _check_same_space(path: str, mask_path: str) -> None:

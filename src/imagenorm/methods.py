@@ -17,6 +17,7 @@ from .options import CHOICES, OptionError, ReadOptions, check_choice
 from .readers import DecodedImage
 from .stats.items import ItemSource
 from .stats.result import DatasetStats
+from .functional import as_one_volume
 from .histogram_standardize import HistogramStandardize
 from .stats.landmarks import TORCHIO_RANGE
 from .transforms import MinMaxScale, PercentileScale, Standardize
@@ -136,9 +137,8 @@ def normalize_pixels(transform: nn.Module, pixels: np.ndarray, mask: np.ndarray 
     image = torch.from_numpy(pixels)
     given = {} if mask is None else {"mask": torch.from_numpy(np.ascontiguousarray(mask))[None]}
     if pixels.ndim >= 4:  # a volume, or a stack of more axes (C, T, Z, Y, X): one volume of all its planes
-        volume = (1, pixels.shape[0], -1) + pixels.shape[-2:]
-        given = {key: value.reshape((1, 1, -1) + pixels.shape[-2:]) for key, value in given.items()}
-        return transform(image.reshape(volume), **given)[0].numpy().reshape(pixels.shape)
+        given = {key: as_one_volume(value) for key, value in given.items()}
+        return transform(as_one_volume(image), **given)[0].numpy().reshape(pixels.shape)
     return transform(image, **given).numpy()
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..atomic import check_target
 from ..audit import flag_outliers
-from ..errors import EmptyDatasetError, ImagenormError, warn
+from ..errors import EmptyDatasetError, ImagenormError, display_path, warn
 from ..masks import MaskSpec
 from ..options import ReadOptions, check_choice, OptionError
 from ..sources import StreamSource, source_root
@@ -161,17 +161,21 @@ def resolve_read_options(read_options: ReadOptions | None, given: dict[str, Any]
 
 
 def _check_mask_files(mask: MaskSpec, items: ItemSource, read_options: ReadOptions) -> None:
-    """Mask files name single files: several nnU-Net channel files are not one channel, and
-    DICOM slices are measured one by one (said, not silent)."""
-    channels = mask.nnunet_channels(items.paths)
-    if len(channels) > 1:
-        raise OptionError(f"the images are nnU-Net channel files _{' and _'.join(channels)} of the same cases: "
-                          f"measure each channel apart, e.g. 'imagesTr/*_{channels[0]}.nii.gz'")
+    """Mask files name single files: several nnU-Net channel files of one case are not one
+    channel, and DICOM slices of one folder are measured one by one (said, not silent)."""
+    pooled = mask.nnunet_channels(items.paths)
+    if pooled:
+        case, channels = next(iter(pooled.items()))
+        folder, name = os.path.split(case)
+        raise OptionError(f"{display_path(case)}: nnU-Net channel files _{' and _'.join(channels)} of one case would be "
+                          f"measured as one channel; measure each channel apart, e.g. "
+                          f"'{display_path(os.path.join(folder, '*_' + channels[0]))}.*'")
     from ..readers import dicom, reader_for
 
-    if read_options.dicom_series and any(reader_for(path) is dicom.read for path in items.paths):
+    folders = [os.path.dirname(path) for path in items.paths if reader_for(path) is dicom.read]
+    if read_options.dicom_series and len(folders) > len(set(folders)):
         warn("with mask files (mask_dir=) each DICOM file is its own image, its mask file named like the slice: "
-             "per-image statistics, landmarks and audit rows are per slice")
+             "per-image statistics, landmarks and audit rows are per slice, not per series")
 
 
 def _landmark_spec(landmarks: bool | LandmarkSpec) -> LandmarkSpec | None:
