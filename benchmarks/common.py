@@ -120,6 +120,18 @@ def interleaved_best(
     return best
 
 
+def run_in_temporary_folder(run: Callable[[str, int], None], description: str, prefix: str, rounds: int = 3) -> None:
+    """Parse ``--rounds``, then ``run(folder, rounds)`` in a temporary folder removed afterwards."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        run(folder, args.rounds)
+
+
 def machine() -> str:
     import torch
 

@@ -9,28 +9,23 @@ imagenorm and numpy start-up included), with the target of well under one second
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import imagenorm
+from common import run_in_temporary_folder
 from imagenorm.compare import compare_stats
 from report_speed import best, sixteen_bit_stats_files  # the same data as the report's benchmark
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="imagenorm-compare-") as folder:
-        run(folder, args.rounds)
+    run_in_temporary_folder(run, __doc__, "imagenorm-compare-", rounds=5)
 
 
 def run(folder: str, rounds: int) -> None:

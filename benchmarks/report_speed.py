@@ -12,17 +12,16 @@ with ``--compare`` against a shifted dataset. The size limit is 3 MB.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import imagenorm
+from common import run_in_temporary_folder
 from imagenorm.report import write_report
 
 
@@ -47,11 +46,7 @@ def sixteen_bit_stats_files(folder: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="imagenorm-report-") as folder:
-        run(folder, args.rounds)
+    run_in_temporary_folder(run, __doc__, "imagenorm-report-", rounds=3)
 
 
 def run(folder: str, rounds: int) -> None:

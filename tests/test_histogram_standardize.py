@@ -536,3 +536,11 @@ def test_per_image_percentiles_are_numpy_exactly():
     x = torch.from_numpy(rng.normal(0, 1, (1, 1, 1001)))
     low, high = imagenorm.functional.image_statistics(x, "percentiles", q=(0.5, 99.5))
     assert (low[0, 0], high[0, 0]) == tuple(np.percentile(x.numpy(), (0.5, 99.5)))
+
+
+def test_cli_landmark_options_checked_in_one_line(volumes):
+    runner = CliRunner()
+    result = runner.invoke(app, ["stats", str(volumes[0]), "--landmarks", "--landmark-percentiles", "50,a", "-q"])
+    assert result.exit_code == 2 and "landmark percentiles must be numbers" in result.output
+    result = runner.invoke(app, ["stats", str(volumes[0]), "--landmark-cutoff", "2", "98", "-q"])
+    assert result.exit_code == 2 and "need --landmarks" in result.output

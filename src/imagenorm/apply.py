@@ -110,7 +110,7 @@ class WriteNormalized:
         try:
             foreground = item_mask(self.transform, self.mask, image.pixels, self.items.path(index) or "", image.channels)
             normalized = normalize_pixels(self.transform, image.pixels, foreground)
-        except (ImagenormError, ValueError) as error:
+        except ImagenormError as error:
             raise ReadError(self.items.name(index), str(error)) from None
         write_image(self.targets[index], normalized, self.output_format, name=self.items.name(index),
                     channels=image.channels, source=self.items.path(index), nifti_4d=self.options.nifti_4d)

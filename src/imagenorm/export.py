@@ -71,12 +71,10 @@ def nnunet_intensity_properties(stats: "DatasetStats | Sequence[DatasetStats]") 
             have no percentiles (float statistics merged from parts).
 
     Example:
-        >>> import numpy as np, imagenorm, warnings
+        >>> import numpy as np, imagenorm
         >>> ct = np.array([[[-1000, -1000, 40, 60], [-1000, 50, 70, 1000]]], dtype=np.int16)
         >>> stats = imagenorm.compute_stats(ct, mask="threshold:>-500")  # the body: above -500 HU
-        >>> with warnings.catch_warnings():  # a threshold is not nnU-Net's labels: it says so
-        ...     warnings.simplefilter("ignore")
-        ...     properties = nnunet_intensity_properties(stats)
+        >>> properties = nnunet_intensity_properties(stats)  # warns: a threshold is not nnU-Net's labels
         >>> {key: round(value, 2) for key, value in properties["0"].items()}  # doctest: +NORMALIZE_WHITESPACE
         {'mean': 244.0, 'median': 60.0, 'std': 378.13, 'min': 40.0, 'max': 1000.0,
          'percentile_99_5': 981.4, 'percentile_00_5': 40.2}

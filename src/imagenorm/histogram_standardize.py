@@ -43,7 +43,7 @@ from .masks import MaskSpec
 from .options import OptionError
 from .stats.landmarks import TORCHIO_RANGE, LandmarkSpec, exact_percentiles
 from .stats.result import DatasetStats
-from .stats.summary import linear_percentile_values, linear_rank
+from .stats.summary import linear_percentile_values, target_ranks
 from .transforms import _Normalize, _stats_name, _with_units
 
 __all__ = ["HistogramStandardize", "TORCHIO_EPSILON"]
@@ -183,13 +183,14 @@ class HistogramStandardize(_Normalize):
         if isinstance(mask, MaskSpec) and mask.kind == "threshold":  # a threshold in raw units: the input's must be known
             F.check_input_scale(x, self.value_scale, self.input_scale, self.stats_dtype)
         selected = self._selected(mask, x, items, factor)
-        result = _output(x, out, self.dtype)
+        result = F._output(x, out, self.dtype, inplace=False)
+        standard = self.standard.detach().cpu().numpy()[:, self.spec.mapped_index]  # once per call: one device sync
         target = _batch_of_images(result, axis)
         for item in range(items.shape[0]):
             for group in range(channels if self.channel_wise else 1):
                 pick = (item, group) if self.channel_wise else (item,)
                 self._map(items[pick], None if selected is None else selected[pick],
-                          self.standard[group if self.channel_wise else 0], factor, target[pick])
+                          standard[group if self.channel_wise else 0], factor, target[pick])
         if type(x) is not torch.Tensor and out is None:
             result = result.as_subclass(type(x))
         return result
@@ -211,10 +212,9 @@ class HistogramStandardize(_Normalize):
             mask = dataclasses.replace(mask, value=mask.value / factor)
         return F._resolve_mask(mask, items, 1)
 
-    def _map(self, values: torch.Tensor, chosen: torch.Tensor | None, standard: torch.Tensor, factor: float,
+    def _map(self, values: torch.Tensor, chosen: torch.Tensor | None, standard: np.ndarray, factor: float,
              target: torch.Tensor) -> None:
         """Map one image (or one channel of it) into ``target``: its landmarks, then the segments."""
-        standard = standard.detach().cpu().numpy()[self.spec.mapped_index]
         fast = _fused(values, target)
         if fast:
             source = values.detach().numpy()
@@ -291,15 +291,6 @@ def _batch_of_images(x: torch.Tensor, axis: int | None) -> torch.Tensor:
     return x if x.ndim == 5 or axis == 1 else x[None]
 
 
-def _output(x: torch.Tensor, out: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    if out is None:
-        return torch.empty(x.shape, dtype=dtype, device=x.device)
-    if out.shape != x.shape or out.dtype != dtype or out.device != x.device:
-        raise InputError(f"out must have shape {tuple(x.shape)}, dtype {dtype} and device {x.device}; "
-                         f"got {tuple(out.shape)}, {out.dtype}, {out.device}")
-    return out
-
-
 def _fused(values: torch.Tensor, target: torch.Tensor) -> bool:
     """The numpy/compiled path: CPU tensors of the kernel's input and output dtypes, contiguous."""
     return (values.device.type == "cpu" and values.dtype in _KERNEL_INPUTS and target.dtype in _KERNEL_OUTPUTS
@@ -316,7 +307,7 @@ def _torch_percentiles(values: torch.Tensor, chosen: torch.Tensor | None, qs) ->
     total = ordered.numel()
     if total == 0:
         return np.full(len(qs), np.nan)
-    ranks = sorted({rank for q in qs for rank in linear_rank(total, q)[:2]})
+    ranks = target_ranks(total, qs)
     picked = dict(zip(ranks, ordered[torch.as_tensor(ranks, device=ordered.device)].double().cpu().tolist()))
     return np.array(linear_percentile_values(total, picked.__getitem__, qs))
 

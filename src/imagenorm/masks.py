@@ -148,7 +148,7 @@ class MaskSpec:
         if not os.path.exists(mask_path):
             raise ReadError(path, f"no mask file {display_path(mask_path)}")
         mask = read_image(mask_path).pixels
-        if mask.shape[1:] != pixels.shape[1:] and not (_pooled_volumes(path, pixels, mask) and _one_volume(mask_path)):
+        if mask.shape[1:] != pixels.shape[1:] and not _pooled_volumes(path, pixels, mask):
             raise ReadError(path, f"its mask {display_path(mask_path)} has shape {mask.shape[1:]}, the image {pixels.shape[1:]}")
         if mask.shape[1:] != pixels.shape[1:]:  # one 3-D mask for every volume of a pooled 4-D NIfTI
             mask = np.tile(mask, (1, pixels.shape[1] // mask.shape[1]) + (1,) * (mask.ndim - 2))
@@ -175,7 +175,8 @@ def _nnunet_label(mask_path: str, image_path: str) -> str | None:
 
 def _pooled_volumes(path: str, pixels: np.ndarray, mask: np.ndarray) -> bool:
     """Whether ``pixels`` are the volumes of a 4-D NIfTI pooled into one (``nifti_4d="pooled"``:
-    volume after volume along the first axis) and ``mask`` is a 3-D mask of one volume."""
+    volume after volume along the first axis) and ``mask`` is a 3-D mask of one volume (a mask
+    file of several volumes reads as several channels)."""
     if not path.lower().endswith((".nii", ".nii.gz")) or pixels.ndim != 4 or mask.ndim != 4 or mask.shape[0] != 1:
         return False
     if pixels.shape[2:] != mask.shape[2:] or pixels.shape[1] % mask.shape[1] or pixels.shape[1] == mask.shape[1]:
@@ -187,17 +188,6 @@ def _pooled_volumes(path: str, pixels: np.ndarray, mask: np.ndarray) -> bool:
     except Exception:
         return False
     return len(shape) > 3 and tuple(shape[:3]) == tuple(mask.shape[1:]) and math.prod(shape[3:]) > 1
-
-
-def _one_volume(mask_path: str) -> bool:
-    """Whether the mask file holds one 3-D volume (not a mask per volume)."""
-    import nibabel
-
-    try:
-        shape = nibabel.load(mask_path).shape
-    except Exception:
-        return False
-    return math.prod(shape[3:]) == 1
 
 
 def _check_same_space(path: str, mask_path: str) -> None:

@@ -190,7 +190,7 @@ class NormalizedItems(ItemSource):
         try:
             given = foreground if getattr(self.transform, "needs_mask", False) else None
             normalized = normalize_pixels(self.transform, image.pixels, given)
-        except (ImagenormError, ValueError) as error:
+        except ImagenormError as error:
             raise ReadError(self.name(index), str(error)) from None
         if foreground is not None:
             normalized = normalized[:, foreground]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ImagenormError, warn
 from ..options import OptionError
-from .summary import linear_percentile_values, linear_rank, percentile_values_from_counts
+from .summary import linear_percentile_values, percentile_values_from_counts, target_ranks
 
 DECILES = tuple(float(q) for q in range(10, 100, 10))
 QUARTILES = (25.0, 50.0, 75.0)  # TorchIO computes them too, and leaves 25 and 75 out of the mapping
@@ -116,7 +116,7 @@ def exact_percentiles(values: np.ndarray, qs) -> np.ndarray:
         if high - low < max(_COUNTED_SPAN, 4 * values.size):
             counts = np.bincount(values.astype(np.intp) - low if low else values, minlength=1)
             return np.array(percentile_values_from_counts(np.arange(low, high + 1), counts, qs))
-    ranks = sorted({rank for q in qs for rank in linear_rank(values.size, q)[:2]})
+    ranks = target_ranks(values.size, qs)
     ordered = np.partition(values, ranks)
     return np.array(linear_percentile_values(values.size, lambda rank: float(ordered[rank]), qs))
 
